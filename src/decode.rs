@@ -1,0 +1,407 @@
+//! Source decoding: one input unit (a storage-export line or an Event Hub body) into Defender
+//! records routed by category, or dead letters with a reason. Both wire forms are detected per
+//! unit; nothing here allocates per record on the happy path (records borrow the input).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use crate::model::{Category, DeadLetterReason};
+
+/// At most this much of an oversized record is kept as its `_raw` in the dead-letter table;
+/// the source coordinates (`_source`, `_position`) point at the whole record.
+pub const OVERSIZED_RAW_PREFIX: usize = 64 * 1024;
+
+/// One unit of input: a line of a file or blob, or one Event Hub event body.
+#[derive(Clone, Copy, Debug)]
+pub struct Unit<'a> {
+    /// The bytes, without the line terminator. For an oversized line only a prefix is here.
+    pub bytes: &'a [u8],
+    /// The full length of the unit (larger than `bytes.len()` when the reader truncated it).
+    pub full_len: usize,
+    /// Position of every record in this unit (sequence number or offset past the line).
+    pub position: i64,
+    /// Event Hub enqueued time (µs since the epoch, UTC), if any.
+    pub enqueued_at: Option<i64>,
+}
+
+impl<'a> Unit<'a> {
+    pub fn new(bytes: &'a [u8], position: i64) -> Self {
+        Unit {
+            bytes,
+            full_len: bytes.len(),
+            position,
+            enqueued_at: None,
+        }
+    }
+}
+
+/// A record that decoded and routed: its table, envelope fields, and `properties` text.
+#[derive(Debug)]
+pub struct RecordRef<'a> {
+    pub raw: &'a str,
+    pub category: Category,
+    pub tenant_id: Option<&'a RawValue>,
+    pub time: Option<&'a RawValue>,
+    pub properties: &'a RawValue,
+    /// Index of the record within its unit (0 for a storage line).
+    pub record_index: u32,
+}
+
+/// A record (or unit) that could not be routed to a typed table.
+#[derive(Debug)]
+pub struct DeadRef<'a> {
+    pub raw: Cow<'a, str>,
+    pub reason: DeadLetterReason,
+    pub detail: String,
+    pub category: Option<String>,
+    pub record_index: u32,
+}
+
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    Record(RecordRef<'a>),
+    Dead(DeadRef<'a>),
+}
+
+/// Envelope keys, all taken as raw JSON so that a wrong type is a clear dead letter, not a
+/// parse failure of the whole unit. Unknown keys (`operationName`, `_TimeReceivedBySvc`,
+/// `Tenant`) are skipped; they stay in `_raw`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    records: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    category: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "tenantId")]
+    tenant_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    properties: Option<&'a RawValue>,
+}
+
+const BOM: &str = "\u{feff}";
+
+/// Decodes one unit, calling `out` for every record or dead letter in it. Returns the number
+/// of records the unit held (0 for a blank line, which is not a record).
+pub fn decode_unit<'a>(
+    unit: &Unit<'a>,
+    max_record_bytes: usize,
+    out: &mut impl FnMut(Decoded<'a>),
+) -> usize {
+    if unit.full_len > max_record_bytes || unit.bytes.len() > max_record_bytes {
+        let keep = unit.bytes.len().min(OVERSIZED_RAW_PREFIX);
+        out(Decoded::Dead(DeadRef {
+            raw: Cow::Owned(utf8_prefix_lossy(&unit.bytes[..keep])),
+            reason: DeadLetterReason::Oversized,
+            detail: format!(
+                "record of {} bytes exceeds the limit of {} bytes; _raw holds its first {} bytes",
+                unit.full_len, max_record_bytes, keep
+            ),
+            category: None,
+            record_index: 0,
+        }));
+        return 1;
+    }
+    let text = match std::str::from_utf8(unit.bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            if is_blank(unit.bytes) {
+                return 0;
+            }
+            out(Decoded::Dead(DeadRef {
+                raw: Cow::Owned(String::from_utf8_lossy(unit.bytes).into_owned()),
+                reason: DeadLetterReason::InvalidUtf8,
+                detail: format!(
+                    "invalid UTF-8 at byte {} of the record; _raw has U+FFFD in its place",
+                    e.valid_up_to()
+                ),
+                category: None,
+                record_index: 0,
+            }));
+            return 1;
+        }
+    };
+    let text = text.strip_prefix(BOM).unwrap_or(text).trim();
+    if text.is_empty() {
+        return 0;
+    }
+    decode_text(text, max_record_bytes, out)
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| b.is_ascii_whitespace())
+}
+
+/// Cuts at a character boundary (an oversized prefix may end mid-character).
+fn utf8_prefix_lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(e) if e.error_len().is_none() => {
+            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
+        }
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+fn decode_text<'a>(
+    text: &'a str,
+    max_record_bytes: usize,
+    out: &mut impl FnMut(Decoded<'a>),
+) -> usize {
+    let env = match parse_envelope(text) {
+        Ok(env) => env,
+        Err((reason, detail)) => {
+            out(dead(text, reason, detail, None, 0));
+            return 1;
+        }
+    };
+    let Some(records) = env.records else {
+        route(text, env, 0, out);
+        return 1;
+    };
+    // An Event Hub body: {"records":[...]}.
+    let list: Vec<&'a RawValue> = match serde_json::from_str(records.get()) {
+        Ok(list) => list,
+        Err(_) => {
+            out(dead(
+                text,
+                DeadLetterReason::InvalidEnvelope,
+                format!(
+                    "`records` must be an array, found {}",
+                    json_kind(records.get())
+                ),
+                None,
+                0,
+            ));
+            return 1;
+        }
+    };
+    let n = list.len();
+    for (i, rec) in list.into_iter().enumerate() {
+        let raw = rec.get();
+        let idx = i as u32;
+        if raw.len() > max_record_bytes {
+            let mut cut = OVERSIZED_RAW_PREFIX.min(raw.len());
+            while !raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out(Decoded::Dead(DeadRef {
+                raw: Cow::Borrowed(&raw[..cut]),
+                reason: DeadLetterReason::Oversized,
+                detail: format!(
+                    "record of {} bytes exceeds the limit of {} bytes; _raw holds its first {} bytes",
+                    raw.len(),
+                    max_record_bytes,
+                    cut
+                ),
+                category: None,
+                record_index: idx,
+            }));
+            continue;
+        }
+        match parse_envelope(raw) {
+            Ok(env) if env.records.is_none() => route(raw, env, idx, out),
+            Ok(env) => route(raw, Envelope { records: None, ..env }, idx, out),
+            Err((reason, detail)) => out(dead(raw, reason, detail, None, idx)),
+        }
+    }
+    n
+}
+
+fn dead<'a>(
+    raw: &'a str,
+    reason: DeadLetterReason,
+    detail: String,
+    category: Option<String>,
+    record_index: u32,
+) -> Decoded<'a> {
+    Decoded::Dead(DeadRef {
+        raw: Cow::Borrowed(raw),
+        reason,
+        detail,
+        category,
+        record_index,
+    })
+}
+
+fn parse_envelope(text: &str) -> Result<Envelope<'_>, (DeadLetterReason, String)> {
+    if !text.starts_with('{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => (
+                DeadLetterReason::NotAnObject,
+                format!("expected a JSON object, found {}", json_kind(text)),
+            ),
+            Err(e) => (DeadLetterReason::InvalidJson, e.to_string()),
+        });
+    }
+    serde_json::from_str::<Envelope>(text).map_err(|e| (DeadLetterReason::InvalidJson, e.to_string()))
+}
+
+fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Decoded<'a>)) {
+    let category = match env.category {
+        None => {
+            out(dead(
+                raw,
+                DeadLetterReason::MissingCategory,
+                "no `category` key".into(),
+                None,
+                idx,
+            ));
+            return;
+        }
+        Some(c) => match serde_json::from_str::<Cow<str>>(c.get()) {
+            Ok(c) => c,
+            Err(_) => {
+                out(dead(
+                    raw,
+                    DeadLetterReason::MissingCategory,
+                    format!("`category` must be a string, found {}", json_kind(c.get())),
+                    None,
+                    idx,
+                ));
+                return;
+            }
+        },
+    };
+    let Some(cat) = Category::from_wire(&category) else {
+        out(dead(
+            raw,
+            DeadLetterReason::UnknownCategory,
+            format!("category `{category}` is not in the schema registry"),
+            Some(category.into_owned()),
+            idx,
+        ));
+        return;
+    };
+    let properties = match env.properties {
+        Some(p) if p.get().starts_with('{') => p,
+        other => {
+            out(dead(
+                raw,
+                DeadLetterReason::MissingProperties,
+                match other {
+                    None => "no `properties` object".into(),
+                    Some(p) => format!("`properties` must be an object, found {}", json_kind(p.get())),
+                },
+                Some(cat.wire_name().to_owned()),
+                idx,
+            ));
+            return;
+        }
+    };
+    out(Decoded::Record(RecordRef {
+        raw,
+        category: cat,
+        tenant_id: env.tenant_id,
+        time: env.time,
+        properties,
+        record_index: idx,
+    }))
+}
+
+/// A short name for the kind of a JSON text, for error details.
+pub fn json_kind(raw: &str) -> &'static str {
+    match raw.trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't') | Some(b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        _ => "something else",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(line: &str) -> Vec<String> {
+        let unit = Unit::new(line.as_bytes(), 1);
+        let mut got = vec![];
+        decode_unit(&unit, 1 << 20, &mut |d| {
+            got.push(match d {
+                Decoded::Record(r) => format!("ok:{}:{}", r.category, r.record_index),
+                Decoded::Dead(d) => format!("dead:{}:{}", d.reason, d.record_index),
+            })
+        });
+        got
+    }
+
+    #[test]
+    fn routes_both_forms() {
+        let rec = r#"{"time":"2026-01-01T00:00:00Z","category":"AdvancedHunting-DeviceInfo","properties":{"Timestamp":"2026-01-01T00:00:00Z"}}"#;
+        assert_eq!(run(rec), vec!["ok:DeviceInfo:0"]);
+        let body = format!(r#"{{"records":[{rec},{rec}, 5]}}"#);
+        assert_eq!(
+            run(&body),
+            vec!["ok:DeviceInfo:0", "ok:DeviceInfo:1", "dead:not_an_object:2"]
+        );
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        assert_eq!(run("   "), Vec::<String>::new());
+        assert_eq!(run("{\"category\":"), vec!["dead:invalid_json:0"]);
+        assert_eq!(run("[1,2]"), vec!["dead:not_an_object:0"]);
+        assert_eq!(run("nope"), vec!["dead:invalid_json:0"]);
+        assert_eq!(run(r#"{"properties":{}}"#), vec!["dead:missing_category:0"]);
+        assert_eq!(run(r#"{"category":7,"properties":{}}"#), vec!["dead:missing_category:0"]);
+        assert_eq!(
+            run(r#"{"category":"AdvancedHunting-Nope","properties":{}}"#),
+            vec!["dead:unknown_category:0"]
+        );
+        assert_eq!(
+            run(r#"{"category":"AdvancedHunting-DeviceInfo"}"#),
+            vec!["dead:missing_properties:0"]
+        );
+        assert_eq!(run(r#"{"records":{}}"#), vec!["dead:invalid_envelope:0"]);
+        assert_eq!(
+            run("\u{feff}{\"category\":\"AdvancedHunting-DeviceInfo\",\"properties\":{}}"),
+            vec!["ok:DeviceInfo:0"]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_not_a_crash() {
+        // Raw values are captured without recursion, so deep nesting inside a property lands
+        // (its column keeps the text); deep nesting where we need a value is a clear error.
+        let deep = format!(
+            r#"{{"category":"AdvancedHunting-DeviceInfo","properties":{{"AdditionalFields":{}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(run(&deep), vec!["ok:DeviceInfo:0"]);
+        let deep_cat = format!(
+            r#"{{"category":{}{},"properties":{{}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(run(&deep_cat), vec!["dead:missing_category:0"]);
+    }
+
+    #[test]
+    fn invalid_utf8_and_oversized() {
+        let unit = Unit::new(b"{\"a\":\"\xff\"}", 1);
+        let mut reasons = vec![];
+        decode_unit(&unit, 100, &mut |d| {
+            if let Decoded::Dead(d) = d {
+                reasons.push(d.reason)
+            }
+        });
+        assert_eq!(reasons, vec![DeadLetterReason::InvalidUtf8]);
+        let big = "x".repeat(200);
+        let unit = Unit::new(big.as_bytes(), 1);
+        reasons.clear();
+        decode_unit(&unit, 100, &mut |d| {
+            if let Decoded::Dead(d) = d {
+                reasons.push(d.reason)
+            }
+        });
+        assert_eq!(reasons, vec![DeadLetterReason::Oversized]);
+    }
+}

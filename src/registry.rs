@@ -1,0 +1,277 @@
+//! Schema registry: the 26 Defender tables and their columns, embedded at build time from
+//! `registry/tables.json`, with the Kusto-to-Arrow type mapping and the metadata columns every
+//! typed table carries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+
+/// The embedded registry document (derived from Defender's schema pages by
+/// `tools/build_registry.py`).
+const TABLES_JSON: &str = include_str!("../registry/tables.json");
+
+/// A Kusto column type as documented on the advanced-hunting schema pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KustoType {
+    String,
+    Guid,
+    Long,
+    Int,
+    Bool,
+    Real,
+    Double,
+    Datetime,
+    Dynamic,
+}
+
+impl KustoType {
+    /// The Arrow type a column of this Kusto type is stored as.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            // Plain Utf8 only: delta-rs's writer rejects LargeUtf8/Utf8View.
+            KustoType::String | KustoType::Guid | KustoType::Dynamic => DataType::Utf8,
+            KustoType::Long => DataType::Int64,
+            KustoType::Int => DataType::Int32,
+            KustoType::Bool => DataType::Boolean,
+            KustoType::Real | KustoType::Double => DataType::Float64,
+            KustoType::Datetime => timestamp_type(),
+        }
+    }
+}
+
+/// `Timestamp(us, "UTC")`, Delta's `timestamp`.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: KustoType,
+    /// Seen on the wire but not documented by Microsoft.
+    #[serde(default)]
+    pub observed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    pub category: String,
+    /// The storage-export container (`insights-logs-advancedhunting-<table>`).
+    pub container: String,
+    pub columns: Vec<ColumnDef>,
+    #[serde(skip)]
+    pub index: usize,
+    #[serde(skip)]
+    exact: HashMap<String, usize>,
+    #[serde(skip)]
+    folded: HashMap<String, usize>,
+    #[serde(skip)]
+    schema: Option<SchemaRef>,
+}
+
+impl TableDef {
+    /// Column index for a wire key: exact match first, then ASCII-case-insensitive
+    /// (`ISP` on the wire for the documented `Isp`).
+    #[inline]
+    pub fn column_index(&self, key: &str) -> Option<usize> {
+        if let Some(&i) = self.exact.get(key) {
+            return Some(i);
+        }
+        self.folded.get(&key.to_ascii_lowercase()).copied()
+    }
+
+    /// The Arrow schema of the typed table: registry columns, then [`META_COLUMNS`].
+    pub fn arrow_schema(&self) -> SchemaRef {
+        self.schema.clone().expect("schema built at registry load")
+    }
+
+    pub fn has_column(&self, name: &str) -> bool {
+        self.column_index(name).is_some()
+    }
+}
+
+/// Metadata columns appended to every typed table, in order.
+pub mod meta {
+    pub const RAW: &str = "_raw";
+    pub const TENANT_ID: &str = "_tenant_id";
+    pub const TIME: &str = "_time";
+    pub const SOURCE: &str = "_source";
+    pub const POSITION: &str = "_position";
+    pub const ENQUEUED_AT: &str = "_enqueued_at";
+    pub const INGESTED_AT: &str = "_ingested_at";
+    pub const RESCUED: &str = "_rescued";
+    /// The partition column: UTC date of `Timestamp`, clamped.
+    pub const DATE: &str = "_date";
+}
+
+/// The metadata fields every typed table ends with.
+pub fn meta_fields() -> Vec<Field> {
+    vec![
+        Field::new(meta::RAW, DataType::Utf8, false),
+        Field::new(meta::TENANT_ID, DataType::Utf8, true),
+        Field::new(meta::TIME, timestamp_type(), true),
+        Field::new(meta::SOURCE, DataType::Utf8, false),
+        Field::new(meta::POSITION, DataType::Int64, false),
+        Field::new(meta::ENQUEUED_AT, timestamp_type(), true),
+        Field::new(meta::INGESTED_AT, timestamp_type(), false),
+        Field::new(meta::RESCUED, DataType::Utf8, true),
+        Field::new(meta::DATE, DataType::Date32, false),
+    ]
+}
+
+/// Name of the dead-letter Delta table.
+pub const DEAD_LETTER_TABLE: &str = "_dead_letters";
+/// Name of the audit table that records each finished run (and the resume watermark).
+pub const INGEST_RUNS_TABLE: &str = "_ingest_runs";
+
+/// Schema of the dead-letter table.
+pub fn dead_letter_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(meta::RAW, DataType::Utf8, false),
+            Field::new("reason", DataType::Utf8, false),
+            Field::new("detail", DataType::Utf8, true),
+            Field::new("category", DataType::Utf8, true),
+            Field::new(meta::SOURCE, DataType::Utf8, false),
+            Field::new(meta::POSITION, DataType::Int64, false),
+            Field::new("_record_index", DataType::Int64, false),
+            Field::new(meta::INGESTED_AT, timestamp_type(), false),
+            Field::new(meta::DATE, DataType::Date32, false),
+        ]))
+    })
+    .clone()
+}
+
+/// Schema of the `_ingest_runs` audit table: one row per committed run (or chunk) of a
+/// resumable source.
+pub fn ingest_runs_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("source", DataType::Utf8, false),
+            Field::new("start_position", DataType::Int64, false),
+            Field::new("end_position", DataType::Int64, false),
+            Field::new("records", DataType::Int64, false),
+            Field::new("typed_rows", DataType::Int64, false),
+            Field::new("dead_letters", DataType::Int64, false),
+            Field::new("rows_by_table", DataType::Utf8, false),
+            Field::new("bytes", DataType::Int64, false),
+            Field::new("started_at", timestamp_type(), false),
+            Field::new("finished_at", timestamp_type(), false),
+            Field::new("duration_ms", DataType::Int64, false),
+        ]))
+    })
+    .clone()
+}
+
+pub struct Registry {
+    tables: Vec<TableDef>,
+    by_category: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+}
+
+#[derive(Deserialize)]
+struct Doc {
+    tables: Vec<TableDef>,
+}
+
+impl Registry {
+    fn load() -> Registry {
+        // The document is part of the binary; a malformed one is a build defect, caught by
+        // the unit tests below, not an input error.
+        let doc: Doc = serde_json::from_str(TABLES_JSON).expect("embedded registry/tables.json");
+        let mut tables = doc.tables;
+        let mut by_category = HashMap::new();
+        let mut by_name = HashMap::new();
+        for (i, t) in tables.iter_mut().enumerate() {
+            t.index = i;
+            let mut fields = Vec::with_capacity(t.columns.len() + 9);
+            for (ci, c) in t.columns.iter().enumerate() {
+                t.exact.insert(c.name.clone(), ci);
+                t.folded.insert(c.name.to_ascii_lowercase(), ci);
+                fields.push(Field::new(&c.name, c.ty.arrow_type(), true));
+            }
+            fields.extend(meta_fields());
+            t.schema = Some(Arc::new(Schema::new(fields)));
+            by_category.insert(t.category.to_ascii_lowercase(), i);
+            by_name.insert(t.name.to_ascii_lowercase(), i);
+        }
+        Registry {
+            tables,
+            by_category,
+            by_name,
+        }
+    }
+
+    pub fn tables(&self) -> &[TableDef] {
+        &self.tables
+    }
+
+    pub fn by_category(&self, category: &str) -> Option<&TableDef> {
+        let i = match self.by_category.get(category) {
+            Some(i) => *i,
+            None => *self.by_category.get(&category.to_ascii_lowercase())?,
+        };
+        Some(&self.tables[i])
+    }
+
+    pub fn by_table_name(&self, name: &str) -> Option<&TableDef> {
+        let i = *self.by_name.get(&name.to_ascii_lowercase())?;
+        Some(&self.tables[i])
+    }
+}
+
+/// The process-wide registry, parsed once on first use.
+pub fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
+    REG.get_or_init(Registry::load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_has_all_tables_and_no_case_duplicates() {
+        let r = registry();
+        assert_eq!(r.tables().len(), 26);
+        for t in r.tables() {
+            assert_eq!(t.folded.len(), t.columns.len(), "{} has case duplicates", t.name);
+            assert!(t.category.starts_with("AdvancedHunting-"));
+            assert!(t.has_column("Timestamp"), "{} lacks Timestamp", t.name);
+            for f in meta_fields() {
+                assert!(!t.has_column(f.name()), "{} collides with {}", t.name, f.name());
+            }
+        }
+        let total: usize = r.tables().iter().map(|t| t.columns.len()).sum();
+        assert!(total >= 856, "{total}");
+    }
+
+    #[test]
+    fn keys_match_case_insensitively() {
+        let t = registry().by_table_name("CloudAppEvents").unwrap();
+        assert_eq!(t.column_index("ISP"), t.column_index("Isp"));
+        assert!(t.column_index("ISP").is_some());
+        let d = registry().by_table_name("DeviceInfo").unwrap();
+        assert_eq!(
+            d.columns[d.column_index("Timestamp").unwrap()].ty,
+            KustoType::Datetime
+        );
+        // ReportId differs per table
+        assert_eq!(
+            d.columns[d.column_index("ReportId").unwrap()].ty,
+            KustoType::Long
+        );
+        let e = registry().by_table_name("EmailEvents").unwrap();
+        assert_eq!(
+            e.columns[e.column_index("ReportId").unwrap()].ty,
+            KustoType::String
+        );
+    }
+}

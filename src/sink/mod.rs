@@ -1,0 +1,253 @@
+//! Delta sink: the lake (a local directory or an Azure URL), one cached [`TableHandle`] per
+//! table, and the exactly-once commit of a built batch to every table it touches, in parallel.
+
+mod table;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::error::ArrowError;
+use deltalake::{DeltaTableError, ObjectStore};
+use url::Url;
+
+pub use table::{AppendOutcome, TableHandle, writer_properties};
+
+use crate::model::{Category, SourceId};
+use crate::registry::{
+    DEAD_LETTER_TABLE, INGEST_RUNS_TABLE, dead_letter_schema, ingest_runs_schema, meta,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("lake location `{location}` is not usable: {msg}")]
+    Location { location: String, msg: String },
+    #[error("Delta table {table}: {source}")]
+    Delta {
+        table: String,
+        source: Box<DeltaTableError>,
+    },
+    #[error("building the batch: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("table {table}: gave up after {attempts} redos against concurrent writers of the same source")]
+    ConflictRetries { table: String, attempts: usize },
+}
+
+/// How the lake is reached and how its tables are written.
+#[derive(Clone, Debug)]
+pub struct LakeSettings {
+    /// object_store options (`azure_storage_account_name`, `azure_msi_endpoint`, ...).
+    pub storage_options: HashMap<String, String>,
+    /// A store to use instead of the one the URL implies, rooted at `/` (tests wrap the local
+    /// file system with it to inject failures).
+    pub store: Option<Arc<dyn ObjectStore>>,
+    /// `delta.setTransactionRetentionDuration` of new tables: how long a source's txn (and so
+    /// its exactly-once guarantee) outlives its last write.
+    pub txn_retention: String,
+    /// Write checkpoints inline after commits (the CLI does; the handler leaves them to the
+    /// maintenance timer so no batch pays for one).
+    pub checkpoint_on_commit: bool,
+    /// delta-rs commit retries on version races with writers of other sources.
+    pub commit_retries: usize,
+}
+
+impl Default for LakeSettings {
+    fn default() -> Self {
+        LakeSettings {
+            storage_options: HashMap::new(),
+            store: None,
+            txn_retention: "interval 90 days".into(),
+            checkpoint_on_commit: true,
+            commit_retries: 100,
+        }
+    }
+}
+
+impl LakeSettings {
+    /// Storage options from the environment, for Azure Functions: the managed identity
+    /// endpoint is passed on explicitly (object_store does not read `IDENTITY_ENDPOINT`
+    /// through deltalake), with the client id of a user-assigned identity if one is set.
+    pub fn with_env_identity(mut self) -> Self {
+        let opts = &mut self.storage_options;
+        if let Ok(ep) = std::env::var("IDENTITY_ENDPOINT")
+            && !opts.contains_key("azure_msi_endpoint")
+        {
+            opts.insert("azure_msi_endpoint".into(), ep);
+        }
+        if let Ok(id) = std::env::var("XDR_MANAGED_IDENTITY_CLIENT_ID")
+            && !id.is_empty()
+        {
+            opts.insert("azure_client_id".into(), id);
+        }
+        self
+    }
+}
+
+/// Parses a lake location: a local path (created if missing) or a URL
+/// (`abfss://container@account.dfs.core.windows.net/path`, `az://container/path`, `file://`).
+pub fn parse_location(location: &str) -> Result<Url, SinkError> {
+    let bad = |msg: String| SinkError::Location {
+        location: location.to_owned(),
+        msg,
+    };
+    let mut url = if location.contains("://") {
+        let url = Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        match url.scheme() {
+            "file" | "az" | "azure" | "abfs" | "abfss" | "adl" | "memory" => url,
+            s => return Err(bad(format!("unsupported scheme `{s}` (use a path, file://, az://, abfss://)"))),
+        }
+    } else {
+        let path = std::path::Path::new(location);
+        std::fs::create_dir_all(path).map_err(|e| bad(e.to_string()))?;
+        let abs = path.canonicalize().map_err(|e| bad(e.to_string()))?;
+        Url::from_directory_path(&abs).map_err(|_| bad("not an absolute path".into()))?
+    };
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// The lake: a root location and the cached handles of its tables.
+pub struct Lake {
+    root: Url,
+    settings: Arc<LakeSettings>,
+    tables: Mutex<HashMap<String, Arc<TableHandle>>>,
+}
+
+/// What committing one built batch did, per table.
+#[derive(Clone, Debug, Default)]
+pub struct CommitReport {
+    /// Per table name (typed tables and `_dead_letters`).
+    pub tables: BTreeMap<String, AppendOutcome>,
+}
+
+impl CommitReport {
+    pub fn written(&self) -> u64 {
+        self.tables.values().map(|o| o.written).sum()
+    }
+    pub fn already_present(&self) -> u64 {
+        self.tables.values().map(|o| o.already_present).sum()
+    }
+}
+
+impl Lake {
+    pub fn open(location: &str, settings: LakeSettings) -> Result<Lake, SinkError> {
+        Ok(Lake {
+            root: parse_location(location)?,
+            settings: Arc::new(settings),
+            tables: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    pub fn settings(&self) -> &LakeSettings {
+        &self.settings
+    }
+
+    fn handle(
+        &self,
+        name: &str,
+        schema: impl FnOnce() -> deltalake::arrow::datatypes::SchemaRef,
+        partition_by: Option<&'static str>,
+    ) -> Result<Arc<TableHandle>, SinkError> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = tables.get(name) {
+            return Ok(h.clone());
+        }
+        let url = self.root.join(&format!("{name}/")).map_err(|e| SinkError::Location {
+            location: self.root.to_string(),
+            msg: e.to_string(),
+        })?;
+        let h = Arc::new(TableHandle::new(
+            name.to_owned(),
+            url,
+            schema(),
+            partition_by,
+            self.settings.clone(),
+        ));
+        tables.insert(name.to_owned(), h.clone());
+        Ok(h)
+    }
+
+    /// The typed table of a category.
+    pub fn typed(&self, cat: Category) -> Result<Arc<TableHandle>, SinkError> {
+        self.handle(cat.table_name(), || cat.table().arrow_schema(), Some(meta::DATE))
+    }
+
+    pub fn dead_letters(&self) -> Result<Arc<TableHandle>, SinkError> {
+        self.handle(DEAD_LETTER_TABLE, dead_letter_schema, Some(meta::DATE))
+    }
+
+    pub fn ingest_runs(&self) -> Result<Arc<TableHandle>, SinkError> {
+        self.handle(INGEST_RUNS_TABLE, ingest_runs_schema, None)
+    }
+
+    /// Handle of a table by name (typed, `_dead_letters` or `_ingest_runs`).
+    pub fn table_by_name(&self, name: &str) -> Result<Option<Arc<TableHandle>>, SinkError> {
+        if name == DEAD_LETTER_TABLE {
+            return self.dead_letters().map(Some);
+        }
+        if name == INGEST_RUNS_TABLE {
+            return self.ingest_runs().map(Some);
+        }
+        match Category::from_table_name(name) {
+            Some(c) => self.typed(c).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits every table's rows of one batch, in parallel, each exactly once for `source`.
+    /// Returns when all have committed; on error some tables may have committed, which a
+    /// redelivery of the same batch heals (their rows are filtered by the watermark).
+    pub async fn commit(
+        &self,
+        source: &SourceId,
+        typed: Vec<(Category, RecordBatch)>,
+        dead: Option<RecordBatch>,
+    ) -> Result<CommitReport, SinkError> {
+        let mut jobs = Vec::new();
+        for (cat, batch) in typed {
+            if batch.num_rows() > 0 {
+                jobs.push((self.typed(cat)?, batch));
+            }
+        }
+        if let Some(d) = dead
+            && d.num_rows() > 0
+        {
+            jobs.push((self.dead_letters()?, d));
+        }
+        let results = futures::future::join_all(jobs.iter().map(|(h, b)| async move {
+            (h.name().to_owned(), h.append_exactly_once(b, meta::POSITION, source.as_str()).await)
+        }))
+        .await;
+        let mut report = CommitReport::default();
+        let mut first_err = None;
+        for (name, r) in results {
+            match r {
+                Ok(o) => {
+                    report.tables.insert(name, o);
+                }
+                Err(e) => {
+                    tracing::error!(table = %name, source = %source, error = %e, "commit failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Where a resumable source (file, blob) continues: the `_ingest_runs` watermark.
+    pub async fn resume_position(&self, source: &SourceId) -> Result<Option<i64>, SinkError> {
+        self.ingest_runs()?.txn_version(source.as_str()).await
+    }
+}

@@ -1,0 +1,355 @@
+//! One Delta table of the lake: opened or created on first use, its state cached and refreshed
+//! incrementally, and the exactly-once append of DESIGN.md section 4 (txn watermark, filter,
+//! commit against the same snapshot, redo on `ConcurrentTransaction`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::{Int64Type, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::{LakeSettings, SinkError};
+
+/// How often an append is redone after another writer committed the same source first.
+const MAX_CONFLICT_REDOS: usize = 50;
+
+/// What an exactly-once append did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Rows written by this call.
+    pub written: u64,
+    /// Rows dropped because the table already had them (position <= watermark).
+    pub already_present: u64,
+    /// The table version committed, if a commit was made.
+    pub version: Option<u64>,
+    /// Commit attempts redone after a concurrent writer of the same source.
+    pub redone: u32,
+}
+
+struct State {
+    table: DeltaTable,
+    /// Txn version per app id, exact as of `table.version()`. Ids not in the map are looked
+    /// up through the kernel once, then kept current by scanning each new commit.
+    txns: HashMap<String, Option<i64>>,
+}
+
+/// A lazily opened, cached Delta table.
+pub struct TableHandle {
+    name: String,
+    url: Url,
+    schema: SchemaRef,
+    partition_by: Option<&'static str>,
+    settings: Arc<LakeSettings>,
+    state: Mutex<Option<State>>,
+}
+
+impl TableHandle {
+    pub(super) fn new(
+        name: String,
+        url: Url,
+        schema: SchemaRef,
+        partition_by: Option<&'static str>,
+        settings: Arc<LakeSettings>,
+    ) -> Self {
+        TableHandle {
+            name,
+            url,
+            schema,
+            partition_by,
+            settings,
+            state: Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    fn err(&self, source: DeltaTableError) -> SinkError {
+        SinkError::Delta {
+            table: self.name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn builder(&self) -> Result<DeltaTableBuilder, SinkError> {
+        let mut b = DeltaTableBuilder::from_url(self.url.clone())
+            .map_err(|e| self.err(e))?
+            .with_storage_options(self.settings.storage_options.clone());
+        if let Some(store) = &self.settings.store {
+            b = b.with_storage_backend(store.clone(), self.url.clone());
+        }
+        Ok(b)
+    }
+
+    /// Loads the table if it exists (None otherwise), without creating it.
+    pub async fn load_existing(&self) -> Result<Option<DeltaTable>, SinkError> {
+        let mut table = self.builder()?.build().map_err(|e| self.err(e))?;
+        match table.load().await {
+            Ok(()) => Ok(Some(table)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    async fn open_or_create(&self) -> Result<DeltaTable, SinkError> {
+        if let Some(t) = self.load_existing().await? {
+            return Ok(t);
+        }
+        let st: StructType = self
+            .schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| self.err(DeltaTableError::from(e)))?;
+        let table = self.builder()?.build().map_err(|e| self.err(e))?;
+        let mut create = table
+            .create()
+            .with_table_name(self.name.clone())
+            .with_columns(st.fields().cloned())
+            .with_configuration_property(
+                TableProperty::SetTransactionRetentionDuration,
+                Some(self.settings.txn_retention.clone()),
+            )
+            .with_save_mode(SaveMode::Ignore);
+        if let Some(p) = self.partition_by {
+            create = create.with_partition_columns([p]);
+        }
+        match create.await {
+            Ok(t) => Ok(t),
+            // Another writer created it at the same moment: use theirs.
+            Err(e) => match self.load_existing().await? {
+                Some(t) => Ok(t),
+                None => Err(self.err(e)),
+            },
+        }
+    }
+
+    /// Refreshes the cached state to the newest version (loading or creating it the first
+    /// time), keeping the txn cache exact.
+    async fn refresh(&self, slot: &mut Option<State>) -> Result<(), SinkError> {
+        match slot {
+            None => {
+                let table = self.open_or_create().await?;
+                *slot = Some(State {
+                    table,
+                    txns: HashMap::new(),
+                });
+            }
+            Some(st) => {
+                let old = st.table.version();
+                st.table.update_incremental(None).await.map_err(|e| self.err(e))?;
+                self.advance_txns(st, old).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans the commits after `old` for txn actions (the newest action of an app id wins).
+    /// If a commit file is gone (log cleanup), the cache is dropped and rebuilt from the kernel.
+    async fn advance_txns(&self, st: &mut State, old: Option<u64>) {
+        let (Some(old), Some(new)) = (old, st.table.version()) else {
+            st.txns.clear();
+            return;
+        };
+        if new <= old || st.txns.is_empty() {
+            return;
+        }
+        let log = st.table.log_store();
+        for v in old + 1..=new {
+            match log.read_commit_entry(v).await {
+                Ok(Some(bytes)) => {
+                    for line in bytes.split(|b| *b == b'\n') {
+                        if !line.starts_with(b"{\"txn\"") {
+                            continue;
+                        }
+                        if let Ok(TxnLine { txn }) = serde_json::from_slice::<TxnLine>(line) {
+                            st.txns.insert(txn.app_id, Some(txn.version));
+                        }
+                    }
+                }
+                _ => {
+                    st.txns.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn watermark(&self, st: &mut State, source: &str) -> Result<Option<i64>, SinkError> {
+        if let Some(v) = st.txns.get(source) {
+            return Ok(*v);
+        }
+        let snapshot = st.table.snapshot().map_err(|e| self.err(e))?;
+        let v = snapshot
+            .transaction_version(st.table.log_store().as_ref(), source)
+            .await
+            .map_err(|e| self.err(e))?;
+        st.txns.insert(source.to_owned(), v);
+        Ok(v)
+    }
+
+    /// The txn version of `source` in the newest version of the table (None: never written).
+    pub async fn txn_version(&self, source: &str) -> Result<Option<i64>, SinkError> {
+        let mut guard = self.state.lock().await;
+        self.refresh(&mut guard).await?;
+        let st = guard.as_mut().expect("refreshed");
+        self.watermark(st, source).await
+    }
+
+    /// A fresh copy of the current table (refreshed), for inspection.
+    pub async fn snapshot_table(&self) -> Result<DeltaTable, SinkError> {
+        let mut guard = self.state.lock().await;
+        self.refresh(&mut guard).await?;
+        Ok(guard.as_ref().expect("refreshed").table.clone())
+    }
+
+    /// Appends `batch` exactly once for `source`: rows whose position is at or below the
+    /// table's txn watermark for `source` are dropped, the rest is committed together with
+    /// `txn(source, max position)` against the snapshot the watermark was read from.
+    pub async fn append_exactly_once(
+        &self,
+        batch: &RecordBatch,
+        position_column: &str,
+        source: &str,
+    ) -> Result<AppendOutcome, SinkError> {
+        let total = batch.num_rows() as u64;
+        let positions = batch
+            .column_by_name(position_column)
+            .ok_or_else(|| {
+                SinkError::Schema(format!("{}: batch has no {position_column}", self.name))
+            })?
+            .as_primitive::<Int64Type>()
+            .clone();
+        let Some(max_pos) = deltalake::arrow::compute::max(&positions) else {
+            return Ok(AppendOutcome::default());
+        };
+        let min_pos = deltalake::arrow::compute::min(&positions).unwrap_or(max_pos);
+        let mut outcome = AppendOutcome::default();
+        for attempt in 0..MAX_CONFLICT_REDOS {
+            // Read the watermark and take the snapshot under the lock; write without it.
+            let (mut table, watermark) = {
+                let mut guard = self.state.lock().await;
+                self.refresh(&mut guard).await?;
+                let st = guard.as_mut().expect("refreshed");
+                let w = self.watermark(st, source).await?;
+                (st.table.clone(), w.unwrap_or(-1))
+            };
+            if watermark >= max_pos {
+                outcome.already_present = total;
+                return Ok(outcome);
+            }
+            let rows = if watermark >= min_pos {
+                let mask: BooleanArray = positions.iter().map(|p| p.map(|p| p > watermark)).collect();
+                filter_record_batch(batch, &mask)?
+            } else {
+                batch.clone()
+            };
+            let written = rows.num_rows() as u64;
+            let started = Instant::now();
+            match self.commit(&mut table, rows, source, max_pos).await {
+                Ok(version) => {
+                    tracing::debug!(
+                        table = %self.name, source, version, rows = written,
+                        ms = started.elapsed().as_millis() as u64, "committed"
+                    );
+                    self.install(table).await;
+                    outcome.written = written;
+                    outcome.already_present = total - written;
+                    outcome.version = Some(version);
+                    return Ok(outcome);
+                }
+                Err(e) if is_concurrent_txn(&e) => {
+                    // Another writer committed this source meanwhile: it may have written
+                    // these rows. Reload, re-read the watermark, filter again.
+                    tracing::info!(table = %self.name, source, attempt, "concurrent writer of the same source; redoing");
+                    outcome.redone += 1;
+                    continue;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Err(SinkError::ConflictRetries {
+            table: self.name.clone(),
+            attempts: MAX_CONFLICT_REDOS,
+        })
+    }
+
+    async fn commit(
+        &self,
+        table: &mut DeltaTable,
+        rows: RecordBatch,
+        source: &str,
+        version: i64,
+    ) -> Result<u64, DeltaTableError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let props = CommitProperties::default()
+            .with_application_transaction(Transaction::new_with_last_update(
+                source,
+                version,
+                Some(now_ms),
+            ))
+            .with_max_retries(self.settings.commit_retries)
+            .with_create_checkpoint(self.settings.checkpoint_on_commit);
+        let mut writer = RecordBatchWriter::for_table(table)?
+            .with_writer_properties(writer_properties())
+            .with_commit_properties(props);
+        writer.write(rows).await?;
+        writer.flush_and_commit(table).await
+    }
+
+    /// Keeps the newer of the cached state and a table we just committed to.
+    async fn install(&self, table: DeltaTable) {
+        let mut guard = self.state.lock().await;
+        if let Some(st) = guard.as_mut()
+            && table.version() > st.table.version()
+        {
+            let old = st.table.version();
+            st.table = table;
+            self.advance_txns(st, old).await;
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TxnLine {
+    txn: TxnAction,
+}
+
+#[derive(serde::Deserialize)]
+struct TxnAction {
+    #[serde(rename = "appId")]
+    app_id: String,
+    version: i64,
+}
+
+/// zstd Parquet.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .build()
+}
+
+fn is_concurrent_txn(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+        }
+    )
+}
