@@ -1,2 +1,424 @@
-//! Command line interface.
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! Command line interface: `ingest` files into a lake, describe its `tables`, `generate`
+//! sample data, `serve` as an Azure Functions custom handler, `maintain` the tables. The
+//! commands adapt arguments to the library; the work happens in the pipeline.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::generate::{self, Form, GenerateOptions};
+use crate::pipeline::{BatchStats, DEFAULT_MAX_RECORD_BYTES, DEFAULT_RETENTION_DAYS, PipelineConfig};
+use crate::quality::Rules;
+use crate::sink::inspect::{TableInfo, lake_info};
+use crate::sink::{Lake, LakeSettings};
+use crate::source::file::{DEFAULT_CHUNK_BYTES, FileOptions, FileOutcome, collect_inputs, ingest_file};
+
+#[derive(Parser)]
+#[command(name = "xdr-ingest", version, about = "Microsoft Defender XDR logs into Delta Lake, exactly once")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest Defender files (storage-export lines or Event Hub bodies, one per line) into the lake.
+    Ingest(IngestArgs),
+    /// Show each table: version, rows, dead letters by reason, txn watermark per source.
+    Tables(TablesArgs),
+    /// Write realistic sample Defender data (all 26 tables, both wire forms).
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct LakeArgs {
+    /// Lake location: a local directory, or abfss://container@account.dfs.core.windows.net/path, az://container/path.
+    #[arg(long, env = "XDR_LAKE", default_value = "./lake")]
+    pub lake: String,
+    /// object_store option for the lake, `key=value` (repeatable), e.g. azure_storage_account_name=acct.
+    #[arg(long = "storage-option", value_parser = parse_kv)]
+    pub storage_options: Vec<(String, String)>,
+}
+
+impl LakeArgs {
+    pub fn open(&self, checkpoint_on_commit: bool) -> anyhow::Result<Lake> {
+        let mut settings = LakeSettings {
+            checkpoint_on_commit,
+            ..Default::default()
+        }
+        .with_env_identity();
+        settings
+            .storage_options
+            .extend(self.storage_options.iter().cloned());
+        Ok(Lake::open(&self.lake, settings)?)
+    }
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got `{s}`"))
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Data-quality rules file (TOML); the defaults of config/rules.toml otherwise.
+    #[arg(long, env = "XDR_RULES_FILE")]
+    rules: Option<PathBuf>,
+    /// Records (lines) larger than this go to the dead letters as `oversized`.
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES)]
+    max_record_bytes: usize,
+    /// Bytes of input per commit.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES)]
+    chunk_bytes: usize,
+    /// Days before today within which an event's Timestamp picks its `_date` partition.
+    #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS)]
+    retention_days: i32,
+    /// Files, or directories walked for *.json and *.jsonl.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct TablesArgs {
+    #[command(flatten)]
+    lake: LakeArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Output directory.
+    #[arg(long, default_value = "sample")]
+    out: PathBuf,
+    /// Records per form.
+    #[arg(long, default_value_t = 2600)]
+    records: usize,
+    /// Which wire form: storage (PT1H.json lines), eventhub (bodies, one per line), or both.
+    #[arg(long, value_enum, default_value_t = Form::Both)]
+    form: Form,
+    /// Fraction of lines to corrupt (0.0-1.0).
+    #[arg(long, default_value_t = 0.0)]
+    corrupt: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Timestamps are spread over the day before this date (YYYY-MM-DD); today by default.
+    #[arg(long)]
+    date: Option<String>,
+    /// Approximate record size mix: "realistic" (1-3 KB), or "small".
+    #[arg(long, default_value = "realistic")]
+    size: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(false);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xdr-ingest: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Command::Ingest(a) => cmd_ingest(a).await,
+            Command::Tables(a) => cmd_tables(a).await,
+            Command::Generate(a) => cmd_generate(a),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xdr-ingest: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs to stderr: human-readable on a terminal, JSON lines when `json` (the handler).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("XDR_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(if json { "info" } else { "warn" }));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().with_current_span(true).flatten_event(true).try_init()
+    } else {
+        b.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
+}
+
+/// What `ingest --json` prints.
+#[derive(Serialize)]
+pub struct IngestSummary {
+    pub lake: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub records: u64,
+    pub typed_rows: u64,
+    pub dead_letters: u64,
+    pub rows_written: u64,
+    pub rows_already_in_lake: u64,
+    pub rescued_values: u64,
+    pub tables: BTreeMap<String, u64>,
+    pub rescued_by_table: BTreeMap<String, u64>,
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    pub rules: BTreeMap<String, crate::quality::RuleCount>,
+    pub notes: Vec<String>,
+}
+
+async fn cmd_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
+    let lake = a.lake.open(true)?;
+    let rules = match &a.rules {
+        Some(p) => Rules::from_file(p)?,
+        None => Rules::defaults(),
+    };
+    let cfg = PipelineConfig {
+        rules,
+        max_record_bytes: a.max_record_bytes,
+        retention_days: a.retention_days,
+    };
+    let opts = FileOptions {
+        chunk_bytes: a.chunk_bytes,
+    };
+    let files = collect_inputs(&a.paths)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(total, a.json);
+    let started = Instant::now();
+    let mut outcomes: Vec<FileOutcome> = Vec::new();
+    let mut done_before = 0u64;
+    for f in &files {
+        let bar = bar.clone();
+        let base = done_before;
+        let mut progress = move |read: u64| {
+            if let Some(b) = &bar {
+                b.set_position(base + read)
+            }
+        };
+        let o = ingest_file(&lake, f, &cfg, &opts, &mut progress)
+            .await
+            .with_context(|| format!("ingesting {}", f.display()))?;
+        done_before += std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        outcomes.push(o);
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let summary = summarize(&lake, &outcomes, started.elapsed().as_secs_f64());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", render_summary(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() || total < 64 * 1024 * 1024 {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        b.set_style(style);
+    }
+    Some(b)
+}
+
+fn summarize(lake: &Lake, outcomes: &[FileOutcome], seconds: f64) -> IngestSummary {
+    let mut stats = BatchStats::default();
+    let mut notes = Vec::new();
+    let (mut written, mut present) = (0, 0);
+    for o in outcomes {
+        stats.add(&o.stats);
+        written += o.written;
+        present += o.already_present;
+        if let Some(n) = &o.note {
+            notes.push(format!("{}: {n}", o.path.display()));
+        }
+    }
+    IngestSummary {
+        lake: lake.root().to_string(),
+        files: outcomes.len(),
+        bytes: stats.bytes,
+        seconds,
+        records: stats.records,
+        typed_rows: stats.typed_total(),
+        dead_letters: stats.dead_total(),
+        rows_written: written,
+        rows_already_in_lake: present,
+        rescued_values: stats.rescued_total(),
+        tables: stats.typed_rows.clone(),
+        rescued_by_table: stats.rescued_values.clone(),
+        dead_letters_by_reason: stats.dead_letters.clone(),
+        rules: stats.rules.clone(),
+        notes,
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+pub fn render_summary(s: &IngestSummary) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let rate = if s.seconds > 0.0 { s.records as f64 / s.seconds } else { 0.0 };
+    let _ = writeln!(
+        o,
+        "Ingested {} file(s), {}, {} records in {:.2} s ({} records/s) into {}",
+        s.files,
+        human_bytes(s.bytes),
+        thousands(s.records),
+        s.seconds,
+        thousands(rate as u64),
+        s.lake
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "{:<28} {:>12} {:>10}", "table", "rows", "rescued");
+    for (t, n) in &s.tables {
+        let r = s.rescued_by_table.get(t).copied().unwrap_or(0);
+        let _ = writeln!(o, "{:<28} {:>12} {:>10}", t, thousands(*n), thousands(r));
+    }
+    let _ = writeln!(o, "{:<28} {:>12}", "_dead_letters", thousands(s.dead_letters));
+    for (r, n) in &s.dead_letters_by_reason {
+        let _ = writeln!(o, "  {:<26} {:>12}", r, thousands(*n));
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "records {} = typed rows {} + dead letters {}; rows written now {}, already in the lake {}; rescued values {}",
+        thousands(s.records),
+        thousands(s.typed_rows),
+        thousands(s.dead_letters),
+        thousands(s.rows_written),
+        thousands(s.rows_already_in_lake),
+        thousands(s.rescued_values)
+    );
+    let failing: Vec<String> = s
+        .rules
+        .iter()
+        .filter(|(_, c)| c.failed > 0)
+        .map(|(n, c)| format!("{n} ({}): {}", c.action, thousands(c.failed)))
+        .collect();
+    if !failing.is_empty() {
+        let _ = writeln!(o, "rules failed: {}", failing.join(", "));
+    }
+    for n in &s.notes {
+        let _ = writeln!(o, "note: {n}");
+    }
+    o
+}
+
+async fn cmd_tables(a: TablesArgs) -> anyhow::Result<ExitCode> {
+    let lake = a.lake.open(true)?;
+    let infos = lake_info(&lake).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+    } else {
+        print!("{}", render_tables(&lake, &infos));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_tables(lake: &Lake, infos: &[TableInfo]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "lake {}", lake.root());
+    if infos.is_empty() {
+        let _ = writeln!(o, "(no tables yet)");
+        return o;
+    }
+    let _ = writeln!(o, "{:<28} {:>8} {:>12} {:>7}", "table", "version", "rows", "files");
+    for i in infos {
+        let _ = writeln!(
+            o,
+            "{:<28} {:>8} {:>12} {:>7}",
+            i.name,
+            i.version,
+            thousands(i.rows),
+            i.files
+        );
+        for (r, n) in &i.by_reason {
+            let _ = writeln!(o, "  {:<26} {:>21}", r, thousands(*n));
+        }
+        for (s, v) in &i.sources {
+            let _ = writeln!(o, "  txn {s} = {v}");
+        }
+    }
+    o
+}
+
+fn cmd_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let date = match &a.date {
+        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .with_context(|| format!("--date {d}: expected YYYY-MM-DD"))?,
+        None => chrono::Utc::now().date_naive(),
+    };
+    if !(0.0..=1.0).contains(&a.corrupt) {
+        anyhow::bail!("--corrupt must be between 0 and 1");
+    }
+    let opts = GenerateOptions {
+        records: a.records,
+        corrupt_rate: a.corrupt,
+        seed: a.seed,
+        date,
+        small: a.size == "small",
+    };
+    let m = generate::write_dataset(&a.out, a.form, &opts)?;
+    for (form, e) in [("storage", &m.storage), ("eventhub", &m.eventhub)] {
+        if let Some(e) = e {
+            println!(
+                "{form}: {} files, {}, {} records: {} typed rows in {} tables, {} dead letters {:?}",
+                e.files.len(),
+                human_bytes(e.bytes),
+                e.records,
+                e.typed_rows.values().sum::<u64>(),
+                e.typed_rows.len(),
+                e.dead_letters.values().sum::<u64>(),
+                e.dead_letters
+            );
+        }
+    }
+    println!("manifest: {}", a.out.join("_manifest.json").display());
+    Ok(ExitCode::SUCCESS)
+}

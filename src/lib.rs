@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod decode;
+pub mod generate;
 pub mod json;
 pub mod model;
 pub mod pipeline;
@@ -16,3 +17,6 @@ pub mod registry;
 pub mod sink;
 pub mod source;
 pub mod typed;
+
+/// The deltalake crate (and through it arrow and parquet) in the version this crate uses.
+pub use deltalake;

@@ -1,6 +1,7 @@
 //! Delta sink: the lake (a local directory or an Azure URL), one cached [`TableHandle`] per
 //! table, and the exactly-once commit of a built batch to every table it touches, in parallel.
 
+pub mod inspect;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};

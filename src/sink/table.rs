@@ -101,6 +101,13 @@ impl TableHandle {
     /// Loads the table if it exists (None otherwise), without creating it.
     pub async fn load_existing(&self) -> Result<Option<DeltaTable>, SinkError> {
         let mut table = self.builder()?.build().map_err(|e| self.err(e))?;
+        if !table
+            .verify_deltatable_existence()
+            .await
+            .map_err(|e| self.err(e))?
+        {
+            return Ok(None);
+        }
         match table.load().await {
             Ok(()) => Ok(Some(table)),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
@@ -195,11 +202,13 @@ impl TableHandle {
         if let Some(v) = st.txns.get(source) {
             return Ok(*v);
         }
+        let t0 = Instant::now();
         let snapshot = st.table.snapshot().map_err(|e| self.err(e))?;
         let v = snapshot
             .transaction_version(st.table.log_store().as_ref(), source)
             .await
             .map_err(|e| self.err(e))?;
+        tracing::debug!(table = %self.name, source, ms = t0.elapsed().as_millis() as u64, "txn lookup");
         st.txns.insert(source.to_owned(), v);
         Ok(v)
     }

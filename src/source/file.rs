@@ -32,7 +32,7 @@ impl From<crate::sink::SinkError> for IngestError {
 }
 
 /// The input files named by `paths`: files as given, directories walked recursively for
-/// `*.json` and `*.jsonl`, in a stable order.
+/// `*.json` and `*.jsonl` (names starting with `_` or `.` skipped), in a stable order.
 pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
     let mut out = Vec::new();
     for p in paths {
@@ -46,6 +46,8 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
                 .into_iter()
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_file())
+                // `_manifest.json`, `.hidden.json`: not data (the Spark convention)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with(['_', '.']))
                 .map(|e| e.into_path())
                 .filter(|p| {
                     matches!(

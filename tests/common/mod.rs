@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests: temporary lakes, reading tables back, a failing
+//! object store, and the external tools (Azurite, DuckDB) that `scripts/test.sh` installs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use xdr_ingest::deltalake::arrow::array::{AsArray, RecordBatch};
+use xdr_ingest::deltalake::arrow::datatypes::Int64Type;
+use xdr_ingest::pipeline::{BatchStats, PipelineConfig};
+use xdr_ingest::sink::inspect::{lake_info, read_table};
+use xdr_ingest::sink::{Lake, LakeSettings};
+use xdr_ingest::source::file::{FileOptions, FileOutcome, collect_inputs, ingest_file};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/defender/samples/streaming`: the real sample lines (not committed here).
+pub fn real_samples() -> PathBuf {
+    let p = repo().join("../shared/defender/samples/streaming");
+    assert!(
+        p.is_dir(),
+        "{} is missing: the tests read the real Defender samples from ../shared",
+        p.display()
+    );
+    p
+}
+
+pub fn local_lake(dir: &Path) -> Lake {
+    Lake::open(dir.to_str().expect("utf-8 path"), LakeSettings::default()).expect("open lake")
+}
+
+/// Ingests every input under `paths` and sums the stats.
+pub async fn ingest_paths(lake: &Lake, paths: &[PathBuf], cfg: &PipelineConfig, opts: &FileOptions) -> (BatchStats, Vec<FileOutcome>) {
+    let mut total = BatchStats::default();
+    let mut outs = Vec::new();
+    for f in collect_inputs(paths).expect("inputs") {
+        let o = ingest_file(lake, &f, cfg, opts, &mut |_| {}).await.expect("ingest");
+        total.add(&o.stats);
+        outs.push(o);
+    }
+    (total, outs)
+}
+
+/// Rows per table as the lake's Delta logs count them (file stats).
+pub async fn lake_rows(lake: &Lake) -> BTreeMap<String, u64> {
+    lake_info(lake)
+        .await
+        .expect("lake info")
+        .into_iter()
+        .map(|i| (i.name, i.rows))
+        .collect()
+}
+
+/// Dead letters per reason, read from the dead-letter table's Parquet files.
+pub async fn dead_by_reason(lake: &Lake) -> BTreeMap<String, u64> {
+    lake_info(lake)
+        .await
+        .expect("lake info")
+        .into_iter()
+        .find(|i| i.name == "_dead_letters")
+        .map(|i| i.by_reason)
+        .unwrap_or_default()
+}
+
+pub async fn read(lake: &Lake, table: &str) -> Vec<RecordBatch> {
+    let h = lake.table_by_name(table).expect("handle").expect("known table");
+    read_table(&h).await.expect("read").unwrap_or_default()
+}
+
+/// (_source, _position, _record_index-or-0) of every row: must be unique in a typed table.
+pub async fn row_keys(lake: &Lake, table: &str) -> Vec<(String, i64, String)> {
+    let mut keys = Vec::new();
+    for b in read(lake, table).await {
+        let src = b.column_by_name("_source").unwrap().as_string::<i32>().clone();
+        let pos = b.column_by_name("_position").unwrap().as_primitive::<Int64Type>().clone();
+        let raw = b.column_by_name("_raw").unwrap().as_string::<i32>().clone();
+        for i in 0..b.num_rows() {
+            keys.push((src.value(i).to_owned(), pos.value(i), raw.value(i).to_owned()));
+        }
+    }
+    keys
+}
+
+/// Panics if any (source, position, raw) appears twice in any typed or dead-letter table.
+pub async fn assert_no_duplicates(lake: &Lake) {
+    for (table, _) in lake_rows(lake).await {
+        if table == "_ingest_runs" {
+            continue;
+        }
+        let mut keys = row_keys(lake, &table).await;
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "{table} has duplicate rows");
+    }
+}
+
+pub fn non_meta(m: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    m.iter()
+        .filter(|(k, _)| !k.starts_with('_'))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}

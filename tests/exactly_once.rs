@@ -1,0 +1,204 @@
+//! Exactly once under failure and concurrency: a commit failing at every point, redelivery
+//! with shifted batch boundaries, and two writers on one lake.
+
+mod common;
+#[path = "common/failing_store.rs"]
+mod failing_store;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use common::*;
+use failing_store::{FailMode, FailingStore};
+use xdr_ingest::decode::Unit;
+use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
+use xdr_ingest::model::SourceId;
+use xdr_ingest::pipeline::{PipelineConfig, ingest_units};
+use xdr_ingest::sink::{Lake, LakeSettings};
+use xdr_ingest::source::file::{FileOptions, ingest_file};
+
+/// A file with records for four tables, dead letters and rule failures, read in chunks.
+fn scenario_file(dir: &Path) -> std::path::PathBuf {
+    let mut text = String::new();
+    for i in 0..30 {
+        let table = ["DeviceProcessEvents", "DeviceNetworkEvents", "EmailEvents", "IdentityInfo"][i % 4];
+        text.push_str(&format!(
+            r#"{{"time":"2026-07-18T14:08:10Z","tenantId":"t","category":"AdvancedHunting-{table}","properties":{{"Timestamp":"2026-07-18T14:05:{:02}Z","ReportId":"{i}","DeviceName":"host-{i}"}}}}"#,
+            i % 60
+        ));
+        text.push('\n');
+        if i % 10 == 5 {
+            text.push_str("{not json\n");
+            text.push_str(r#"{"category":"AdvancedHunting-DeviceInfo","properties":{}}"#);
+            text.push('\n');
+        }
+    }
+    let p = dir.join("input.json");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn expected_rows() -> BTreeMap<String, u64> {
+    [
+        ("DeviceProcessEvents", 8),
+        ("DeviceNetworkEvents", 8),
+        ("EmailEvents", 7),
+        ("IdentityInfo", 7),
+        ("_dead_letters", 6),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn failing_lake(dir: &Path, fail_at: usize, mode: FailMode) -> (Lake, Arc<FailingStore>) {
+    let store = Arc::new(FailingStore::new(Arc::new(LocalFileSystem::new()), fail_at, mode));
+    let settings = LakeSettings {
+        store: Some(store.clone()),
+        ..Default::default()
+    };
+    (Lake::open(dir.to_str().unwrap(), settings).unwrap(), store)
+}
+
+const CHUNK: FileOptions = FileOptions { chunk_bytes: 1200 };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_at_any_point_heals_on_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = scenario_file(dir.path());
+    let cfg = PipelineConfig::default();
+
+    // A clean run through the wrapper: how many commits the scenario makes.
+    let clean = dir.path().join("clean");
+    let (lake, store) = failing_lake(&clean, usize::MAX, FailMode::Before);
+    let o = ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {}).await.unwrap();
+    let chunks = o.chunks;
+    assert!(chunks >= 3, "{chunks} chunks");
+    let mut want_clean = expected_rows();
+    want_clean.insert("_ingest_runs".into(), chunks);
+    assert_eq!(lake_rows(&lake).await, want_clean);
+    let commits = store.commits.load(Ordering::SeqCst);
+    assert!(commits >= 15, "{commits} commits");
+
+    for mode in [FailMode::Before, FailMode::After] {
+        for k in 1..=commits {
+            let lake_dir = dir.path().join(format!("lake-{mode:?}-{k}"));
+            let (lake, store) = failing_lake(&lake_dir, k, mode);
+            let first = ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {}).await;
+            assert!(store.commits.load(Ordering::SeqCst) >= k.min(commits));
+            if mode == FailMode::Before {
+                assert!(first.is_err(), "k={k}: the failure is reported");
+            }
+            // a new process (new lake handle, no cache) runs the same input again
+            let lake = local_lake(&lake_dir);
+            ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?} k={k}: re-run failed: {e}"));
+            let rows = lake_rows(&lake).await;
+            let mut want = expected_rows();
+            // a lost _ingest_runs commit is redone as one more run row, never more data
+            let runs = rows.get("_ingest_runs").copied().unwrap_or(0);
+            assert!((chunks..=chunks + 1).contains(&runs), "{mode:?} k={k}: {runs} run rows");
+            want.insert("_ingest_runs".into(), runs);
+            assert_eq!(rows, want, "{mode:?} k={k}");
+            assert_no_duplicates(&lake).await;
+            // and a third run adds nothing
+            let o = ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {}).await.unwrap();
+            assert_eq!(o.stats.records, 0);
+        }
+    }
+}
+
+/// Event Hub style units: one body per sequence number, 1-3 records each.
+fn events(n: i64) -> Vec<(i64, String)> {
+    (0..n)
+        .map(|i| {
+            let seq = 5000 + i;
+            let recs: Vec<String> = (0..(1 + i % 3))
+                .map(|j| {
+                    let table = ["DeviceProcessEvents", "DeviceFileEvents", "AlertInfo"][((i + j) % 3) as usize];
+                    format!(
+                        r#"{{"time":"2026-07-18T14:08:10Z","category":"AdvancedHunting-{table}","properties":{{"Timestamp":"2026-07-18T14:05:00Z","DeviceName":"e{seq}-{j}"}}}}"#
+                    )
+                })
+                .collect();
+            (seq, format!(r#"{{"records":[{}]}}"#, recs.join(",")))
+        })
+        .collect()
+}
+
+async fn deliver(lake: &Lake, source: &SourceId, evs: &[(i64, String)]) {
+    let units: Vec<Unit> = evs.iter().map(|(seq, body)| Unit::new(body.as_bytes(), *seq)).collect();
+    let r = ingest_units(lake, source, &units, &PipelineConfig::default()).await.unwrap();
+    assert!(r.stats.conserved());
+}
+
+fn total_records(evs: &[(i64, String)]) -> u64 {
+    evs.iter().map(|(seq, _)| (1 + (seq - 5000) % 3) as u64).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_with_shifted_boundaries_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = local_lake(dir.path());
+    let source = SourceId::event_hub("ns.servicebus.windows.net", "defender", "0");
+    let evs = events(100);
+    deliver(&lake, &source, &evs[0..40]).await;
+    deliver(&lake, &source, &evs[20..70]).await; // overlaps
+    deliver(&lake, &source, &evs[0..100]).await; // everything again
+    deliver(&lake, &source, &evs[95..100]).await;
+    deliver(&lake, &source, &evs[10..11]).await; // an old single event
+    let rows = lake_rows(&lake).await;
+    assert_eq!(non_meta(&rows).values().sum::<u64>(), total_records(&evs));
+    assert_no_duplicates(&lake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = events(90);
+    // Different sources at once (two processes: two lake handles, two caches).
+    let (a, b) = (local_lake(dir.path()), local_lake(dir.path()));
+    let (p0, p1) = (
+        SourceId::event_hub("ns", "defender", "0"),
+        SourceId::event_hub("ns", "defender", "1"),
+    );
+    tokio::join!(
+        async {
+            for w in evs.chunks(15) {
+                deliver(&a, &p0, w).await
+            }
+        },
+        async {
+            for w in evs.chunks(20) {
+                deliver(&b, &p1, w).await
+            }
+        }
+    );
+    let rows = lake_rows(&a).await;
+    assert_eq!(non_meta(&rows).values().sum::<u64>(), 2 * total_records(&evs));
+
+    // The same source at once, as when a partition changes owner mid-batch.
+    let dir2 = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let (a, b) = (local_lake(dir2.path()), local_lake(dir2.path()));
+        let p = SourceId::event_hub("ns", "defender", "7");
+        tokio::join!(
+            async {
+                for w in evs.chunks(30) {
+                    deliver(&a, &p, w).await
+                }
+            },
+            async {
+                for w in evs.chunks(45 - round * 10) {
+                    deliver(&b, &p, w).await
+                }
+            }
+        );
+        let rows = lake_rows(&a).await;
+        assert_eq!(non_meta(&rows).values().sum::<u64>(), total_records(&evs), "round {round}");
+        assert_no_duplicates(&a).await;
+    }
+}
