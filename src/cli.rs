@@ -13,14 +13,22 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::generate::{self, Form, GenerateOptions};
-use crate::pipeline::{BatchStats, DEFAULT_MAX_RECORD_BYTES, DEFAULT_RETENTION_DAYS, PipelineConfig};
+use crate::pipeline::{
+    BatchStats, DEFAULT_MAX_RECORD_BYTES, DEFAULT_RETENTION_DAYS, PipelineConfig,
+};
 use crate::quality::Rules;
 use crate::sink::inspect::{TableInfo, lake_info};
 use crate::sink::{Lake, LakeSettings};
-use crate::source::file::{DEFAULT_CHUNK_BYTES, FileOptions, FileOutcome, collect_inputs, ingest_file};
+use crate::source::file::{
+    DEFAULT_CHUNK_BYTES, FileOptions, FileOutcome, collect_inputs, ingest_file,
+};
 
 #[derive(Parser)]
-#[command(name = "xdr-ingest", version, about = "Microsoft Defender XDR logs into Delta Lake, exactly once")]
+#[command(
+    name = "xdr-ingest",
+    version,
+    about = "Microsoft Defender XDR logs into Delta Lake, exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
@@ -125,7 +133,10 @@ struct GenerateArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(false);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xdr-ingest: cannot start the runtime: {e}");
@@ -154,9 +165,14 @@ pub fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("XDR_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(if json { "info" } else { "warn" }));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
-        b.json().with_current_span(true).flatten_event(true).try_init()
+        b.json()
+            .with_current_span(true)
+            .flatten_event(true)
+            .try_init()
     } else {
         b.with_ansi(std::io::stderr().is_terminal()).try_init()
     };
@@ -280,7 +296,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -296,13 +312,21 @@ fn human_bytes(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 pub fn render_summary(s: &IngestSummary) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let rate = if s.seconds > 0.0 { s.records as f64 / s.seconds } else { 0.0 };
+    let rate = if s.seconds > 0.0 {
+        s.records as f64 / s.seconds
+    } else {
+        0.0
+    };
     let _ = writeln!(
         o,
         "Ingested {} file(s), {}, {} records in {:.2} s ({} records/s) into {}",
@@ -319,7 +343,12 @@ pub fn render_summary(s: &IngestSummary) -> String {
         let r = s.rescued_by_table.get(t).copied().unwrap_or(0);
         let _ = writeln!(o, "{:<28} {:>12} {:>10}", t, thousands(*n), thousands(r));
     }
-    let _ = writeln!(o, "{:<28} {:>12}", "_dead_letters", thousands(s.dead_letters));
+    let _ = writeln!(
+        o,
+        "{:<28} {:>12}",
+        "_dead_letters",
+        thousands(s.dead_letters)
+    );
     for (r, n) in &s.dead_letters_by_reason {
         let _ = writeln!(o, "  {:<26} {:>12}", r, thousands(*n));
     }
@@ -368,7 +397,11 @@ fn render_tables(lake: &Lake, infos: &[TableInfo]) -> String {
         let _ = writeln!(o, "(no tables yet)");
         return o;
     }
-    let _ = writeln!(o, "{:<28} {:>8} {:>12} {:>7}", "table", "version", "rows", "files");
+    let _ = writeln!(
+        o,
+        "{:<28} {:>8} {:>12} {:>7}",
+        "table", "version", "rows", "files"
+    );
     for i in infos {
         let _ = writeln!(
             o,

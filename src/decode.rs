@@ -205,7 +205,15 @@ fn decode_text<'a>(
         }
         match parse_envelope(raw) {
             Ok(env) if env.records.is_none() => route(raw, env, idx, out),
-            Ok(env) => route(raw, Envelope { records: None, ..env }, idx, out),
+            Ok(env) => route(
+                raw,
+                Envelope {
+                    records: None,
+                    ..env
+                },
+                idx,
+                out,
+            ),
             Err((reason, detail)) => out(dead(raw, reason, detail, None, idx)),
         }
     }
@@ -238,7 +246,8 @@ fn parse_envelope(text: &str) -> Result<Envelope<'_>, (DeadLetterReason, String)
             Err(e) => (DeadLetterReason::InvalidJson, e.to_string()),
         });
     }
-    serde_json::from_str::<Envelope>(text).map_err(|e| (DeadLetterReason::InvalidJson, e.to_string()))
+    serde_json::from_str::<Envelope>(text)
+        .map_err(|e| (DeadLetterReason::InvalidJson, e.to_string()))
 }
 
 fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Decoded<'a>)) {
@@ -285,7 +294,10 @@ fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Dec
                 DeadLetterReason::MissingProperties,
                 match other {
                     None => "no `properties` object".into(),
-                    Some(p) => format!("`properties` must be an object, found {}", json_kind(p.get())),
+                    Some(p) => format!(
+                        "`properties` must be an object, found {}",
+                        json_kind(p.get())
+                    ),
                 },
                 Some(cat.wire_name().to_owned()),
                 idx,
@@ -350,7 +362,10 @@ mod tests {
         assert_eq!(run("[1,2]"), vec!["dead:not_an_object:0"]);
         assert_eq!(run("nope"), vec!["dead:invalid_json:0"]);
         assert_eq!(run(r#"{"properties":{}}"#), vec!["dead:missing_category:0"]);
-        assert_eq!(run(r#"{"category":7,"properties":{}}"#), vec!["dead:missing_category:0"]);
+        assert_eq!(
+            run(r#"{"category":7,"properties":{}}"#),
+            vec!["dead:missing_category:0"]
+        );
         assert_eq!(
             run(r#"{"category":"AdvancedHunting-Nope","properties":{}}"#),
             vec!["dead:unknown_category:0"]

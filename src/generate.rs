@@ -76,7 +76,10 @@ fn weight(table: &str) -> u32 {
 
 /// Tables whose real records omit empty columns instead of sending null.
 fn omits_nulls(table: &str) -> bool {
-    matches!(table, "DeviceEvents" | "DeviceRegistryEvents" | "BehaviorEntities")
+    matches!(
+        table,
+        "DeviceEvents" | "DeviceRegistryEvents" | "BehaviorEntities"
+    )
 }
 
 /// Kinds of corruption, each with the dead-letter reason the pipeline must give it.
@@ -159,10 +162,35 @@ fn defender_time(t: NaiveDateTime, ticks: u32) -> String {
     s
 }
 
-const HOSTS: &[&str] = &["wks-0142", "wks-0388", "srv-dc01", "srv-sql02", "mbp-jdoe", "ubuntu-build7", "wks-0917"];
-const USERS: &[&str] = &["jdoe", "asmith", "svc-backup", "system", "root", "mlopez", "kchen"];
+const HOSTS: &[&str] = &[
+    "wks-0142",
+    "wks-0388",
+    "srv-dc01",
+    "srv-sql02",
+    "mbp-jdoe",
+    "ubuntu-build7",
+    "wks-0917",
+];
+const USERS: &[&str] = &[
+    "jdoe",
+    "asmith",
+    "svc-backup",
+    "system",
+    "root",
+    "mlopez",
+    "kchen",
+];
 const DOMAINS: &[&str] = &["contoso", "nt authority", "contoso.com", "wks-0142"];
-const PROCS: &[&str] = &["powershell.exe", "cmd.exe", "svchost.exe", "chrome.exe", "python3.11", "msedge.exe", "rundll32.exe", "bash"];
+const PROCS: &[&str] = &[
+    "powershell.exe",
+    "cmd.exe",
+    "svchost.exe",
+    "chrome.exe",
+    "python3.11",
+    "msedge.exe",
+    "rundll32.exe",
+    "bash",
+];
 const FOLDERS: &[&str] = &[
     "C:\\Windows\\System32",
     "C:\\Program Files\\Google\\Chrome\\Application",
@@ -170,7 +198,15 @@ const FOLDERS: &[&str] = &[
     "/usr/bin",
     "/Applications/Microsoft Defender.app/Contents/MacOS",
 ];
-const ACTIONS: &[&str] = &["ProcessCreated", "ConnectionSuccess", "FileCreated", "RegistryValueSet", "LogonSuccess", "ImageLoaded", "FileModified"];
+const ACTIONS: &[&str] = &[
+    "ProcessCreated",
+    "ConnectionSuccess",
+    "FileCreated",
+    "RegistryValueSet",
+    "LogonSuccess",
+    "ImageLoaded",
+    "FileModified",
+];
 
 impl Generator {
     pub fn new(opts: GenerateOptions) -> Self {
@@ -216,13 +252,24 @@ impl Generator {
         let mut s = base.to_owned();
         let n = self.rng.random_range(0..4);
         for _ in 0..n {
-            let _ = write!(s, " --opt-{} {}", hex(&mut self.rng, 4), hex(&mut self.rng, 16));
+            let _ = write!(
+                s,
+                " --opt-{} {}",
+                hex(&mut self.rng, 4),
+                hex(&mut self.rng, 16)
+            );
         }
         s
     }
 
     /// A value for one column, as JSON text, or None to send null / omit it.
-    fn value(&mut self, table: &str, name: &str, ty: KustoType, ts: NaiveDateTime) -> Option<String> {
+    fn value(
+        &mut self,
+        table: &str,
+        name: &str,
+        ty: KustoType,
+        ts: NaiveDateTime,
+    ) -> Option<String> {
         let rng = &mut self.rng;
         let lname = name.to_ascii_lowercase();
         if name != "Timestamp" && rng.random_bool(0.12) {
@@ -231,7 +278,11 @@ impl Generator {
         let s = |v: &str| serde_json::to_string(v).unwrap_or_default();
         Some(match ty {
             KustoType::Datetime => {
-                let t = if name == "Timestamp" { ts } else { ts - Duration::seconds(rng.random_range(0..3600)) };
+                let t = if name == "Timestamp" {
+                    ts
+                } else {
+                    ts - Duration::seconds(rng.random_range(0..3600))
+                };
                 // real data: 0, 3, 5, 6 or 7 fractional digits, trailing zeros trimmed
                 let ticks = match rng.random_range(0..5) {
                     0 => 0,
@@ -278,14 +329,25 @@ impl Generator {
             }
             KustoType::Real | KustoType::Double => format!("{:.3}", rng.random_range(0.0..100.0)),
             KustoType::Dynamic => match rng.random_range(0..3) {
-                0 => format!(r#"{{"Count":"{}","Source":"{}"}}"#, rng.random_range(1..9), pick(rng, HOSTS)),
+                0 => format!(
+                    r#"{{"Count":"{}","Source":"{}"}}"#,
+                    rng.random_range(1..9),
+                    pick(rng, HOSTS)
+                ),
                 1 => format!(r#"["{}","{}"]"#, pick(rng, USERS), pick(rng, USERS)),
                 // dynamic sent as a JSON string
-                _ => s(&format!(r#"{{"IsSatelliteProvider":{}}}"#, rng.random_bool(0.5))),
+                _ => s(&format!(
+                    r#"{{"IsSatelliteProvider":{}}}"#,
+                    rng.random_bool(0.5)
+                )),
             },
             KustoType::String | KustoType::Guid => {
                 if name == "ReportId" {
-                    s(&format!("{}-{}-1", guid(rng), rng.random_range(1_000_000_000_000u64..9_999_999_999_999)))
+                    s(&format!(
+                        "{}-{}-1",
+                        guid(rng),
+                        rng.random_range(1_000_000_000_000u64..9_999_999_999_999)
+                    ))
                 } else if name == "AdditionalFields" {
                     // JSON text inside a string column
                     s(&format!(
@@ -305,17 +367,32 @@ impl Generator {
                     s(&hex(rng, 32))
                 } else if lname.ends_with("commandline") {
                     let p = pick(rng, PROCS);
-                    let base = format!("{p} -NoProfile -ExecutionPolicy Bypass -File \"C:\\ProgramData\\Microsoft\\Windows Defender Advanced Threat Protection\\Downloads\\script-{}.ps1\"", hex(rng, 8));
+                    let base = format!(
+                        "{p} -NoProfile -ExecutionPolicy Bypass -File \"C:\\ProgramData\\Microsoft\\Windows Defender Advanced Threat Protection\\Downloads\\script-{}.ps1\"",
+                        hex(rng, 8)
+                    );
                     s(&self.long_text(&base))
                 } else if lname.ends_with("filename") {
                     s(pick(rng, PROCS))
                 } else if lname.ends_with("folderpath") || lname.ends_with("path") {
                     s(&format!("{}\\{}", pick(rng, FOLDERS), pick(rng, PROCS)))
-                } else if lname.contains("ip") && !lname.contains("tip") && !lname.contains("description") {
+                } else if lname.contains("ip")
+                    && !lname.contains("tip")
+                    && !lname.contains("description")
+                {
                     if rng.random_bool(0.2) {
-                        s(&format!("2001:db8:{:x}::{:x}", rng.random_range(0..0xffff), rng.random_range(0..0xffff)))
+                        s(&format!(
+                            "2001:db8:{:x}::{:x}",
+                            rng.random_range(0..0xffff),
+                            rng.random_range(0..0xffff)
+                        ))
                     } else {
-                        s(&format!("10.{}.{}.{}", rng.random_range(0..255), rng.random_range(0..255), rng.random_range(1..255)))
+                        s(&format!(
+                            "10.{}.{}.{}",
+                            rng.random_range(0..255),
+                            rng.random_range(0..255),
+                            rng.random_range(1..255)
+                        ))
                     }
                 } else if lname.contains("devicename") || lname.contains("hostname") {
                     s(pick(rng, HOSTS))
@@ -324,14 +401,30 @@ impl Generator {
                 } else if lname.contains("domain") {
                     s(pick(rng, DOMAINS))
                 } else if lname.contains("sid") {
-                    s(&format!("S-1-5-21-{}-{}-{}-{}", rng.random_range(1_000_000_000u64..4_000_000_000), rng.random_range(1_000_000_000u64..4_000_000_000), rng.random_range(1_000_000_000u64..4_000_000_000), rng.random_range(500..3000)))
-                } else if lname.ends_with("id") || lname.ends_with("objectid") || matches!(ty, KustoType::Guid) {
+                    s(&format!(
+                        "S-1-5-21-{}-{}-{}-{}",
+                        rng.random_range(1_000_000_000u64..4_000_000_000),
+                        rng.random_range(1_000_000_000u64..4_000_000_000),
+                        rng.random_range(1_000_000_000u64..4_000_000_000),
+                        rng.random_range(500..3000)
+                    ))
+                } else if lname.ends_with("id")
+                    || lname.ends_with("objectid")
+                    || matches!(ty, KustoType::Guid)
+                {
                     s(&guid(rng))
                 } else if name == "ActionType" {
                     s(pick(rng, ACTIONS))
                 } else if lname.contains("url") {
-                    s(&format!("https://{}.example.com/{}", pick(rng, HOSTS), hex(rng, 12)))
-                } else if lname.contains("email") || lname.contains("upn") || lname.contains("address") {
+                    s(&format!(
+                        "https://{}.example.com/{}",
+                        pick(rng, HOSTS),
+                        hex(rng, 12)
+                    ))
+                } else if lname.contains("email")
+                    || lname.contains("upn")
+                    || lname.contains("address")
+                {
                     s(&format!("{}@contoso.com", pick(rng, USERS)))
                 } else {
                     s(&format!("{}-{}", name, hex(rng, 6)))
@@ -378,7 +471,9 @@ impl Generator {
         }
         props.push('}');
         let category = match corruption {
-            Some(Corruption::UnknownCategory) => "AdvancedHunting-DeviceTvmSoftwareInventory".to_owned(),
+            Some(Corruption::UnknownCategory) => {
+                "AdvancedHunting-DeviceTvmSoftwareInventory".to_owned()
+            }
             _ => cat.wire_name().to_owned(),
         };
         // Email tables send _TimeReceivedBySvc without the Z
@@ -386,7 +481,11 @@ impl Generator {
             "{}.{:07}{}",
             received.format("%Y-%m-%dT%H:%M:%S"),
             self.rng.random_range(0..10_000_000),
-            if table.name.starts_with("Email") { "" } else { "Z" }
+            if table.name.starts_with("Email") {
+                ""
+            } else {
+                "Z"
+            }
         );
         let mut rec = format!(
             r#"{{"time":"{}","tenantId":"{TENANT}","operationName":"Publish""#,
@@ -477,14 +576,19 @@ impl Generator {
         while left > 0 {
             let n = self.rng.random_range(1..=40).min(left);
             left -= n;
-            let truncate_body = self.opts.corrupt_rate > 0.0 && self.rng.random_bool((self.opts.corrupt_rate / 4.0).min(1.0));
+            let truncate_body = self.opts.corrupt_rate > 0.0
+                && self
+                    .rng
+                    .random_bool((self.opts.corrupt_rate / 4.0).min(1.0));
             let mut body = String::from(r#"{"records":["#);
             let mut body_exp: Vec<(String, bool)> = Vec::new();
             for i in 0..n {
                 let cat = self.next_table();
                 let corruption = match self.corruption() {
                     // bytes inside a body are UTF-8 as a whole; truncation is per body here
-                    Some(Corruption::InvalidUtf8 | Corruption::Truncated) => Some(Corruption::MissingProperties),
+                    Some(Corruption::InvalidUtf8 | Corruption::Truncated) => {
+                        Some(Corruption::MissingProperties)
+                    }
                     c => c,
                 };
                 if i > 0 {

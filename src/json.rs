@@ -25,10 +25,7 @@ pub fn as_str(raw: &str) -> Option<Cow<'_, str>> {
 /// every token (numbers included, however large) kept byte for byte.
 pub fn write_compact(raw: &str, out: &mut String) {
     let b = raw.as_bytes();
-    if !b
-        .iter()
-        .any(|&c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
-    {
+    if !b.iter().any(|&c| matches!(c, b' ' | b'\n' | b'\r' | b'\t')) {
         out.push_str(raw);
         return;
     }
@@ -62,10 +59,7 @@ pub fn is_json(text: &str) -> bool {
 /// Appends `s` as a JSON string token.
 pub fn write_str_token(s: &str, out: &mut String) {
     // serde_json's escaping, without an intermediate allocation for the common case.
-    if !s
-        .bytes()
-        .any(|c| c == b'"' || c == b'\\' || c < 0x20)
-    {
+    if !s.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -168,8 +162,14 @@ mod tests {
     #[test]
     fn compact_keeps_tokens_and_strings() {
         let mut out = String::new();
-        write_compact("{ \"a b\" : [1 , 2.50e3,\n 123456789012345678901234567890 ], \"c\\\" \":null}", &mut out);
-        assert_eq!(out, "{\"a b\":[1,2.50e3,123456789012345678901234567890],\"c\\\" \":null}");
+        write_compact(
+            "{ \"a b\" : [1 , 2.50e3,\n 123456789012345678901234567890 ], \"c\\\" \":null}",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "{\"a b\":[1,2.50e3,123456789012345678901234567890],\"c\\\" \":null}"
+        );
     }
 
     #[test]
@@ -183,17 +183,45 @@ mod tests {
     fn timestamps_with_any_precision() {
         let base = parse_timestamp_micros("2026-07-18T14:08:56Z").unwrap();
         assert_eq!(base, 1_784_383_736_000_000);
-        assert_eq!(parse_timestamp_micros("2026-07-18T14:08:56.952Z").unwrap(), base + 952_000);
-        assert_eq!(parse_timestamp_micros("2026-07-18T14:08:56.66648Z").unwrap(), base + 666_480);
-        assert_eq!(parse_timestamp_micros("2026-07-18T14:08:56.666487Z").unwrap(), base + 666_487);
+        assert_eq!(
+            parse_timestamp_micros("2026-07-18T14:08:56.952Z").unwrap(),
+            base + 952_000
+        );
+        assert_eq!(
+            parse_timestamp_micros("2026-07-18T14:08:56.66648Z").unwrap(),
+            base + 666_480
+        );
+        assert_eq!(
+            parse_timestamp_micros("2026-07-18T14:08:56.666487Z").unwrap(),
+            base + 666_487
+        );
         // 7 digits: truncated to µs
-        assert_eq!(parse_timestamp_micros("2026-07-18T14:08:56.2914446Z").unwrap(), base + 291_444);
+        assert_eq!(
+            parse_timestamp_micros("2026-07-18T14:08:56.2914446Z").unwrap(),
+            base + 291_444
+        );
         // no zone = UTC (Email* _TimeReceivedBySvc, host enqueued times)
-        assert_eq!(parse_timestamp_micros("2026-07-18T14:08:56.0000000").unwrap(), base);
-        assert_eq!(parse_timestamp_micros("2026-07-18T16:08:56+02:00").unwrap(), base);
+        assert_eq!(
+            parse_timestamp_micros("2026-07-18T14:08:56.0000000").unwrap(),
+            base
+        );
+        assert_eq!(
+            parse_timestamp_micros("2026-07-18T16:08:56+02:00").unwrap(),
+            base
+        );
         assert_eq!(parse_timestamp_micros("2026-07-18 14:08:56").unwrap(), base);
-        assert_eq!(parse_timestamp_micros("1969-12-31T23:59:59Z").unwrap(), -1_000_000);
-        for bad in ["", "2026-13-01T00:00:00Z", "2026-07-18T25:00:00Z", "yesterday", "2026-07-18T14:08:56Zjunk", "2026-02-30"] {
+        assert_eq!(
+            parse_timestamp_micros("1969-12-31T23:59:59Z").unwrap(),
+            -1_000_000
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-07-18T25:00:00Z",
+            "yesterday",
+            "2026-07-18T14:08:56Zjunk",
+            "2026-02-30",
+        ] {
             assert!(parse_timestamp_micros(bad).is_none(), "{bad}");
         }
     }

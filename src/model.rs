@@ -228,6 +228,9 @@ mod tests {
     #[test]
     fn event_hub_ids_name_the_data_not_the_reader() {
         let a = SourceId::event_hub("NS.servicebus.windows.net", "Defender", "3");
-        assert_eq!(a.as_str(), "eventhub://ns.servicebus.windows.net/defender/3");
+        assert_eq!(
+            a.as_str(),
+            "eventhub://ns.servicebus.windows.net/defender/3"
+        );
     }
 }

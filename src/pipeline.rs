@@ -116,7 +116,11 @@ pub struct Built {
 }
 
 /// Decodes, routes, builds and checks `units` (all of one source). Pure CPU work, no I/O.
-pub fn build(units: &[Unit<'_>], cfg: &PipelineConfig, ctx: &BuildContext) -> Result<Built, ArrowError> {
+pub fn build(
+    units: &[Unit<'_>],
+    cfg: &PipelineConfig,
+    ctx: &BuildContext,
+) -> Result<Built, ArrowError> {
     let mut stats = BatchStats::default();
     let mut builders: Vec<Option<TableBatchBuilder<'_>>> =
         (0..Category::all().count()).map(|_| None).collect();
@@ -138,7 +142,9 @@ pub fn build(units: &[Unit<'_>], cfg: &PipelineConfig, ctx: &BuildContext) -> Re
                         rec.record_index,
                         ctx,
                     );
-                    *dead_counts.entry(DeadLetterReason::InvalidJson).or_default() += 1;
+                    *dead_counts
+                        .entry(DeadLetterReason::InvalidJson)
+                        .or_default() += 1;
                 }
             }
             Decoded::Dead(d) => {
@@ -170,7 +176,10 @@ pub fn build(units: &[Unit<'_>], cfg: &PipelineConfig, ctx: &BuildContext) -> Re
             e.failed += c.failed;
         }
         if !outcome.rejected.is_empty() {
-            let raw = rows.batch.column_by_name(meta::RAW).map(|c| c.as_string::<i32>().clone());
+            let raw = rows
+                .batch
+                .column_by_name(meta::RAW)
+                .map(|c| c.as_string::<i32>().clone());
             let pos = rows
                 .batch
                 .column_by_name(meta::POSITION)

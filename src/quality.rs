@@ -184,7 +184,8 @@ impl Rules {
                     continue;
                 };
                 let ty = table.columns[col].ty;
-                let is_text = matches!(ty, KustoType::String | KustoType::Guid | KustoType::Dynamic);
+                let is_text =
+                    matches!(ty, KustoType::String | KustoType::Guid | KustoType::Dynamic);
                 let check = match spec.check {
                     CheckKind::NotNull => Check::NotNull,
                     CheckKind::NotEmpty if is_text => Check::NotEmpty,
@@ -192,7 +193,8 @@ impl Rules {
                         Check::OneOf(spec.values.clone())
                     }
                     CheckKind::MaxLength if is_text => Check::MaxLength(
-                        spec.max.ok_or_else(|| invalid("max_length needs `max`".into()))?,
+                        spec.max
+                            .ok_or_else(|| invalid("max_length needs `max`".into()))?,
                     ),
                     CheckKind::NotInFuture if ty == KustoType::Datetime => Check::NotInFuture {
                         tolerance_micros: spec.tolerance_hours.unwrap_or(0) * 3_600_000_000,
@@ -202,7 +204,11 @@ impl Rules {
                             "check {other:?} does not apply to {}.{} ({ty:?}){}",
                             table.name,
                             spec.column,
-                            if other == CheckKind::OneOf { " or has no `values`" } else { "" }
+                            if other == CheckKind::OneOf {
+                                " or has no `values`"
+                            } else {
+                                ""
+                            }
                         )));
                     }
                 };
@@ -258,7 +264,8 @@ impl Rules {
                     }
                     Check::OneOf(values) => {
                         col.is_valid(row)
-                            && str_at(col.as_ref(), row).is_some_and(|v| !values.iter().any(|x| x == v))
+                            && str_at(col.as_ref(), row)
+                                .is_some_and(|v| !values.iter().any(|x| x == v))
                     }
                     Check::MaxLength(max) => {
                         str_at(col.as_ref(), row).is_some_and(|v| v.chars().count() > *max)
@@ -294,7 +301,12 @@ impl Rules {
         let rejected: Vec<Rejected> = reject
             .iter()
             .enumerate()
-            .filter_map(|(row, d)| d.as_ref().map(|d| Rejected { row, detail: d.clone() }))
+            .filter_map(|(row, d)| {
+                d.as_ref().map(|d| Rejected {
+                    row,
+                    detail: d.clone(),
+                })
+            })
             .collect();
         let kept = if rejected.is_empty() {
             batch
@@ -350,7 +362,10 @@ mod tests {
         let e = Rules::parse("[[rule]]\nname='x'\ntables=['EmailEvents']\ncolumn='DeviceId'\ncheck='not_null'\naction='reject'\n")
             .unwrap_err();
         assert!(e.to_string().contains("has no column DeviceId"), "{e}");
-        let e = Rules::parse("[[rule]]\nname='x'\ncolumn='Timestamp'\ncheck='not_empty'\naction='warn'\n").unwrap_err();
+        let e = Rules::parse(
+            "[[rule]]\nname='x'\ncolumn='Timestamp'\ncheck='not_empty'\naction='warn'\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("does not apply"), "{e}");
         assert!(Rules::parse("[[rule]]\nname='x'\n").is_err());
         assert!(glob("Identity*Events", "IdentityLogonEvents"));

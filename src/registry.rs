@@ -242,11 +242,21 @@ mod tests {
         let r = registry();
         assert_eq!(r.tables().len(), 26);
         for t in r.tables() {
-            assert_eq!(t.folded.len(), t.columns.len(), "{} has case duplicates", t.name);
+            assert_eq!(
+                t.folded.len(),
+                t.columns.len(),
+                "{} has case duplicates",
+                t.name
+            );
             assert!(t.category.starts_with("AdvancedHunting-"));
             assert!(t.has_column("Timestamp"), "{} lacks Timestamp", t.name);
             for f in meta_fields() {
-                assert!(!t.has_column(f.name()), "{} collides with {}", t.name, f.name());
+                assert!(
+                    !t.has_column(f.name()),
+                    "{} collides with {}",
+                    t.name,
+                    f.name()
+                );
             }
         }
         let total: usize = r.tables().iter().map(|t| t.columns.len()).sum();

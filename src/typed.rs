@@ -50,7 +50,11 @@ impl BuildContext {
     }
 
     pub fn now(source: &str, retention_days: i32) -> Self {
-        Self::new(source, chrono::Utc::now().timestamp_micros(), retention_days)
+        Self::new(
+            source,
+            chrono::Utc::now().timestamp_micros(),
+            retention_days,
+        )
     }
 
     #[inline]
@@ -88,7 +92,9 @@ fn ts_builder(cap: usize) -> TimestampMicrosecondBuilder {
 impl Col {
     fn new(ty: KustoType, cap: usize) -> Col {
         match ty {
-            KustoType::String | KustoType::Guid => Col::Str(StringBuilder::with_capacity(cap, cap * 16)),
+            KustoType::String | KustoType::Guid => {
+                Col::Str(StringBuilder::with_capacity(cap, cap * 16))
+            }
             KustoType::Dynamic => Col::Dyn(StringBuilder::with_capacity(cap, cap * 16)),
             KustoType::Long => Col::Long(Int64Builder::with_capacity(cap)),
             KustoType::Int => Col::Int(Int32Builder::with_capacity(cap)),
@@ -118,13 +124,11 @@ impl Col {
             self.append_null();
             return Fit::Null;
         }
-        let fit = match self {
+        match self {
             Col::Str(b) => {
                 match first {
-                    b'"' => match json::as_str(raw) {
-                        Some(s) => b.append_value(s),
-                        None => return self.rescue(),
-                    },
+                    // a string token is always decodable once serde_json has validated it
+                    b'"' => b.append_value(json::as_str(raw).unwrap_or_default()),
                     b'{' | b'[' => {
                         scratch.clear();
                         json::write_compact(raw, scratch);
@@ -158,7 +162,7 @@ impl Col {
                     b.append_null();
                     Fit::Null
                 }
-                None => return self.rescue(),
+                None => self.rescue(),
             },
             Col::Int(b) => match to_i64(raw, first) {
                 Some(Some(v)) => match i32::try_from(v) {
@@ -166,13 +170,13 @@ impl Col {
                         b.append_value(v);
                         Fit::Value
                     }
-                    Err(_) => return self.rescue(),
+                    Err(_) => self.rescue(),
                 },
                 Some(None) => {
                     b.append_null();
                     Fit::Null
                 }
-                None => return self.rescue(),
+                None => self.rescue(),
             },
             Col::Bool(b) => match to_bool(raw, first) {
                 Some(Some(v)) => {
@@ -183,7 +187,7 @@ impl Col {
                     b.append_null();
                     Fit::Null
                 }
-                None => return self.rescue(),
+                None => self.rescue(),
             },
             Col::Real(b) => match to_f64(raw, first) {
                 Some(Some(v)) => {
@@ -194,7 +198,7 @@ impl Col {
                     b.append_null();
                     Fit::Null
                 }
-                None => return self.rescue(),
+                None => self.rescue(),
             },
             Col::Ts(b) => {
                 if first != b'"' {
@@ -211,13 +215,12 @@ impl Col {
                             b.append_value(t);
                             Fit::Value
                         }
-                        None => return self.rescue(),
+                        None => self.rescue(),
                     },
-                    None => return self.rescue(),
+                    None => self.rescue(),
                 }
             }
-        };
-        fit
+        }
     }
 
     fn rescue(&mut self) -> Fit {
@@ -429,7 +432,12 @@ impl<'a> TableBatchBuilder<'a> {
 
     /// Adds one record. An `Err` (the properties object did not parse) leaves the builder
     /// unchanged; the caller dead-letters the record with the message.
-    pub fn push(&mut self, rec: &RecordRef<'a>, unit: &Unit<'_>, ctx: &BuildContext) -> Result<(), String> {
+    pub fn push(
+        &mut self,
+        rec: &RecordRef<'a>,
+        unit: &Unit<'_>,
+        ctx: &BuildContext,
+    ) -> Result<(), String> {
         self.extras.clear();
         let mut de = serde_json::Deserializer::from_str(rec.properties.get());
         let parsed = de
@@ -651,12 +659,24 @@ mod tests {
         assert_eq!(b.num_rows(), 1);
         let ts = col(&rows, "Timestamp").as_primitive::<TimestampMicrosecondType>();
         assert_eq!(ts.value(0), 1_784_383_736_291_444);
-        assert_eq!(col(&rows, "ReportId").as_primitive::<Int64Type>().value(0), 639199803770463703);
-        assert_eq!(col(&rows, "OSBuild").as_primitive::<Int64Type>().value(0), 22631);
+        assert_eq!(
+            col(&rows, "ReportId").as_primitive::<Int64Type>().value(0),
+            639199803770463703
+        );
+        assert_eq!(
+            col(&rows, "OSBuild").as_primitive::<Int64Type>().value(0),
+            22631
+        );
         assert!(col(&rows, "IsAzureADJoined").as_boolean().value(0));
         assert_eq!(col(&rows, "DeviceName").as_string::<i32>().value(0), "12");
-        assert_eq!(col(&rows, "LoggedOnUsers").as_string::<i32>().value(0), r#"[{"UserName":"a"}]"#);
-        assert_eq!(col(&rows, "AdditionalFields").as_string::<i32>().value(0), r#"{"x":[1,2]}"#);
+        assert_eq!(
+            col(&rows, "LoggedOnUsers").as_string::<i32>().value(0),
+            r#"[{"UserName":"a"}]"#
+        );
+        assert_eq!(
+            col(&rows, "AdditionalFields").as_string::<i32>().value(0),
+            r#"{"x":[1,2]}"#
+        );
         assert!(col(&rows, "ExposureLevel").is_null(0));
         assert!(col(&rows, "IsInternetFacing").is_null(0));
         let rescued = col(&rows, "_rescued").as_string::<i32>().value(0);
@@ -665,9 +685,14 @@ mod tests {
         assert_eq!(v["Brand"], "x");
         assert_eq!(rows.rescued_values, 2, "{rescued}");
         assert_eq!(col(&rows, "_tenant_id").as_string::<i32>().value(0), "t-1");
-        assert_eq!(col(&rows, "_position").as_primitive::<Int64Type>().value(0), 42);
         assert_eq!(
-            col(&rows, "_time").as_primitive::<TimestampMicrosecondType>().value(0),
+            col(&rows, "_position").as_primitive::<Int64Type>().value(0),
+            42
+        );
+        assert_eq!(
+            col(&rows, "_time")
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
             1_784_383_737_123_456
         );
     }
@@ -679,7 +704,12 @@ mod tests {
             r#""Port":99999999999,"DestinationPort":"443","ISP":"Contoso"}}"#
         ));
         assert!(col(&rows, "Port").is_null(0));
-        assert_eq!(col(&rows, "DestinationPort").as_primitive::<Int32Type>().value(0), 443);
+        assert_eq!(
+            col(&rows, "DestinationPort")
+                .as_primitive::<Int32Type>()
+                .value(0),
+            443
+        );
         assert_eq!(col(&rows, "Isp").as_string::<i32>().value(0), "Contoso");
         assert_eq!(
             col(&rows, "_rescued").as_string::<i32>().value(0),

@@ -23,7 +23,12 @@ use xdr_ingest::source::file::{FileOptions, ingest_file};
 fn scenario_file(dir: &Path) -> std::path::PathBuf {
     let mut text = String::new();
     for i in 0..30 {
-        let table = ["DeviceProcessEvents", "DeviceNetworkEvents", "EmailEvents", "IdentityInfo"][i % 4];
+        let table = [
+            "DeviceProcessEvents",
+            "DeviceNetworkEvents",
+            "EmailEvents",
+            "IdentityInfo",
+        ][i % 4];
         text.push_str(&format!(
             r#"{{"time":"2026-07-18T14:08:10Z","tenantId":"t","category":"AdvancedHunting-{table}","properties":{{"Timestamp":"2026-07-18T14:05:{:02}Z","ReportId":"{i}","DeviceName":"host-{i}"}}}}"#,
             i % 60
@@ -54,7 +59,11 @@ fn expected_rows() -> BTreeMap<String, u64> {
 }
 
 fn failing_lake(dir: &Path, fail_at: usize, mode: FailMode) -> (Lake, Arc<FailingStore>) {
-    let store = Arc::new(FailingStore::new(Arc::new(LocalFileSystem::new()), fail_at, mode));
+    let store = Arc::new(FailingStore::new(
+        Arc::new(LocalFileSystem::new()),
+        fail_at,
+        mode,
+    ));
     let settings = LakeSettings {
         store: Some(store.clone()),
         ..Default::default()
@@ -73,7 +82,9 @@ async fn a_failed_commit_at_any_point_heals_on_the_next_run() {
     // A clean run through the wrapper: how many commits the scenario makes.
     let clean = dir.path().join("clean");
     let (lake, store) = failing_lake(&clean, usize::MAX, FailMode::Before);
-    let o = ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {}).await.unwrap();
+    let o = ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {})
+        .await
+        .unwrap();
     let chunks = o.chunks;
     assert!(chunks >= 3, "{chunks} chunks");
     let mut want_clean = expected_rows();
@@ -100,12 +111,17 @@ async fn a_failed_commit_at_any_point_heals_on_the_next_run() {
             let mut want = expected_rows();
             // a lost _ingest_runs commit is redone as one more run row, never more data
             let runs = rows.get("_ingest_runs").copied().unwrap_or(0);
-            assert!((chunks..=chunks + 1).contains(&runs), "{mode:?} k={k}: {runs} run rows");
+            assert!(
+                (chunks..=chunks + 1).contains(&runs),
+                "{mode:?} k={k}: {runs} run rows"
+            );
             want.insert("_ingest_runs".into(), runs);
             assert_eq!(rows, want, "{mode:?} k={k}");
             assert_no_duplicates(&lake).await;
             // and a third run adds nothing
-            let o = ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {}).await.unwrap();
+            let o = ingest_file(&lake, &input, &cfg, &CHUNK, &mut |_| {})
+                .await
+                .unwrap();
             assert_eq!(o.stats.records, 0);
         }
     }
@@ -130,13 +146,20 @@ fn events(n: i64) -> Vec<(i64, String)> {
 }
 
 async fn deliver(lake: &Lake, source: &SourceId, evs: &[(i64, String)]) {
-    let units: Vec<Unit> = evs.iter().map(|(seq, body)| Unit::new(body.as_bytes(), *seq)).collect();
-    let r = ingest_units(lake, source, &units, &PipelineConfig::default()).await.unwrap();
+    let units: Vec<Unit> = evs
+        .iter()
+        .map(|(seq, body)| Unit::new(body.as_bytes(), *seq))
+        .collect();
+    let r = ingest_units(lake, source, &units, &PipelineConfig::default())
+        .await
+        .unwrap();
     assert!(r.stats.conserved());
 }
 
 fn total_records(evs: &[(i64, String)]) -> u64 {
-    evs.iter().map(|(seq, _)| (1 + (seq - 5000) % 3) as u64).sum()
+    evs.iter()
+        .map(|(seq, _)| (1 + (seq - 5000) % 3) as u64)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +201,10 @@ async fn two_writers_on_one_lake() {
         }
     );
     let rows = lake_rows(&a).await;
-    assert_eq!(non_meta(&rows).values().sum::<u64>(), 2 * total_records(&evs));
+    assert_eq!(
+        non_meta(&rows).values().sum::<u64>(),
+        2 * total_records(&evs)
+    );
 
     // The same source at once, as when a partition changes owner mid-batch.
     let dir2 = tempfile::tempdir().unwrap();
@@ -198,7 +224,11 @@ async fn two_writers_on_one_lake() {
             }
         );
         let rows = lake_rows(&a).await;
-        assert_eq!(non_meta(&rows).values().sum::<u64>(), total_records(&evs), "round {round}");
+        assert_eq!(
+            non_meta(&rows).values().sum::<u64>(),
+            total_records(&evs),
+            "round {round}"
+        );
         assert_no_duplicates(&a).await;
     }
 }

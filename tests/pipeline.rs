@@ -33,14 +33,27 @@ async fn conservation_on_generated_data_with_corruption() {
 
     let mut expected_typed: BTreeMap<String, u64> = BTreeMap::new();
     let mut expected_dead: BTreeMap<String, u64> = BTreeMap::new();
-    for (form, e) in [("storage", m.storage.unwrap()), ("eventhub", m.eventhub.unwrap())] {
+    for (form, e) in [
+        ("storage", m.storage.unwrap()),
+        ("eventhub", m.eventhub.unwrap()),
+    ] {
         // per form: the run's own counts match the generator's, record for record
-        let (stats, _) = ingest_paths(&lake, &[data.join(form)], &cfg, &FileOptions::default()).await;
+        let (stats, _) =
+            ingest_paths(&lake, &[data.join(form)], &cfg, &FileOptions::default()).await;
         assert_eq!(stats.records, e.records, "{form}: records");
         assert!(stats.conserved(), "{form}: {stats:?}");
-        assert_eq!(stats.typed_rows, e.typed_rows, "{form}: typed rows per table");
-        assert_eq!(stats.dead_letters, e.dead_letters, "{form}: dead letters per reason");
-        assert!(e.dead_letters.values().sum::<u64>() > 10, "{form}: corruption was injected");
+        assert_eq!(
+            stats.typed_rows, e.typed_rows,
+            "{form}: typed rows per table"
+        );
+        assert_eq!(
+            stats.dead_letters, e.dead_letters,
+            "{form}: dead letters per reason"
+        );
+        assert!(
+            e.dead_letters.values().sum::<u64>() > 10,
+            "{form}: corruption was injected"
+        );
         for (k, v) in e.typed_rows {
             *expected_typed.entry(k).or_default() += v;
         }
@@ -84,7 +97,10 @@ async fn own_fixtures_cover_every_table_and_quirk() {
                         let v = match f.name().as_str() {
                             _ if c.is_null(i) => "null".to_string(),
                             "ReportId" => c.as_primitive::<Int64Type>().value(i).to_string(),
-                            "Timestamp" => c.as_primitive::<TimestampMicrosecondType>().value(i).to_string(),
+                            "Timestamp" => c
+                                .as_primitive::<TimestampMicrosecondType>()
+                                .value(i)
+                                .to_string(),
                             _ => match c.data_type() {
                                 xdr_ingest::deltalake::arrow::datatypes::DataType::Utf8 => {
                                     c.as_string::<i32>().value(i).to_string()
@@ -100,13 +116,21 @@ async fn own_fixtures_cover_every_table_and_quirk() {
         out
     };
     let q = row("quirk-host");
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
     // ReportId above 2^53, exact
     assert_eq!(get("ReportId"), "639199803770463703");
     // 7 fractional digits, truncated to µs: 2026-07-18T14:05:55.5105137Z
     assert_eq!(get("Timestamp"), "1784383555510513");
     // JSON text inside a string column stays the text
-    assert_eq!(get("LoggedOnUsers"), r#"[{"UserName":"admin","DomainName":"CONTOSO","Sid":"S-1-5-21-1"}]"#);
+    assert_eq!(
+        get("LoggedOnUsers"),
+        r#"[{"UserName":"admin","DomainName":"CONTOSO","Sid":"S-1-5-21-1"}]"#
+    );
     // omitted keys are null
     assert_eq!(get("Vendor"), "null");
 
@@ -115,12 +139,18 @@ async fn own_fixtures_cover_every_table_and_quirk() {
     let mut found = false;
     for b in cae {
         let isp = b.column_by_name("Isp").unwrap().as_string::<i32>();
-        let objs = b.column_by_name("ActivityObjects").unwrap().as_string::<i32>();
+        let objs = b
+            .column_by_name("ActivityObjects")
+            .unwrap()
+            .as_string::<i32>();
         let raw_data = b.column_by_name("RawEventData").unwrap().as_string::<i32>();
         for i in 0..b.num_rows() {
             if !isp.is_null(i) && isp.value(i) == "Quirk ISP" {
                 found = true;
-                assert_eq!(objs.value(i), r#"[{"Type":"User","Role":"Actor","Name":"A B"}]"#);
+                assert_eq!(
+                    objs.value(i),
+                    r#"[{"Type":"User","Role":"Actor","Name":"A B"}]"#
+                );
                 // a dynamic column sent as a JSON string is stored as the same compact text
                 assert_eq!(raw_data.value(i), r#"{"a":[1,2],"b":"x y"}"#);
             }
@@ -132,7 +162,10 @@ async fn own_fixtures_cover_every_table_and_quirk() {
     let clicks = &read(&lake, "UrlClickEvents").await;
     let mut micros = vec![];
     for b in clicks {
-        let ts = b.column_by_name("Timestamp").unwrap().as_primitive::<TimestampMicrosecondType>();
+        let ts = b
+            .column_by_name("Timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
         let url = b.column_by_name("Url").unwrap().as_string::<i32>();
         for i in 0..b.num_rows() {
             if url.value(i).starts_with("https://precision.example/") {
@@ -141,14 +174,22 @@ async fn own_fixtures_cover_every_table_and_quirk() {
         }
     }
     micros.sort();
-    assert_eq!(micros, vec![0, 100_000, 120_000, 123_000, 123_400, 123_450, 123_456, 123_456]);
+    assert_eq!(
+        micros,
+        vec![
+            0, 100_000, 120_000, 123_000, 123_400, 123_450, 123_456, 123_456
+        ]
+    );
 
     // EmailEvents: To/Cc arrays into string columns are their JSON text; IsFirstContact bool into int
     let email = &read(&lake, "EmailEvents").await;
     let mut checked = false;
     for b in email {
         let to = b.column_by_name("To").unwrap().as_string::<i32>();
-        let first = b.column_by_name("IsFirstContact").unwrap().as_primitive::<Int32Type>();
+        let first = b
+            .column_by_name("IsFirstContact")
+            .unwrap()
+            .as_primitive::<Int32Type>();
         let subject = b.column_by_name("Subject").unwrap().as_string::<i32>();
         for i in 0..b.num_rows() {
             if !subject.is_null(i) && subject.value(i) == "quirk mail" {
@@ -196,24 +237,30 @@ async fn rerun_is_a_noop_and_appended_lines_are_added_once() {
     let lake = local_lake(&dir.path().join("lake"));
     let cfg = PipelineConfig::default();
     // small chunks: several commits per file
-    let opts = FileOptions { chunk_bytes: 16 * 1024 };
-    let (first, _) = ingest_paths(&lake, &[data.clone()], &cfg, &opts).await;
+    let opts = FileOptions {
+        chunk_bytes: 16 * 1024,
+    };
+    let (first, _) = ingest_paths(&lake, std::slice::from_ref(&data), &cfg, &opts).await;
     let before = lake_rows(&lake).await;
     assert_eq!(non_meta(&before).values().sum::<u64>(), first.typed_total());
 
-    let (again, outs) = ingest_paths(&lake, &[data.clone()], &cfg, &opts).await;
+    let (again, outs) = ingest_paths(&lake, std::slice::from_ref(&data), &cfg, &opts).await;
     assert_eq!(again.records, 0, "nothing is read twice");
     assert!(outs.iter().all(|o| o.start == o.end));
     assert_eq!(lake_rows(&lake).await, before);
 
     // append three lines (one without a final newline) to one file
-    let file = xdr_ingest::source::file::collect_inputs(&[data.clone()]).unwrap()[0].clone();
+    let file =
+        xdr_ingest::source::file::collect_inputs(std::slice::from_ref(&data)).unwrap()[0].clone();
     let text = std::fs::read_to_string(&file).unwrap();
     let line = text.lines().next().unwrap().to_owned();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
     write!(f, "{line}\r\n{line}\r\n{line}").unwrap();
     drop(f);
-    let (grown, outs) = ingest_paths(&lake, &[data.clone()], &cfg, &opts).await;
+    let (grown, outs) = ingest_paths(&lake, std::slice::from_ref(&data), &cfg, &opts).await;
     assert_eq!(grown.records, 3);
     assert_eq!(outs.iter().filter(|o| o.end > o.start).count(), 1);
     let after = lake_rows(&lake).await;
@@ -234,7 +281,9 @@ async fn hostile_input_lands_where_design_says() {
     input.extend_from_slice(&good.as_bytes()[..good.len() - 9]); // truncated
     input.extend_from_slice(b"\n");
     // a 50 MB line
-    input.extend_from_slice(b"{\"category\":\"AdvancedHunting-DeviceInfo\",\"properties\":{\"AdditionalFields\":\"");
+    input.extend_from_slice(
+        b"{\"category\":\"AdvancedHunting-DeviceInfo\",\"properties\":{\"AdditionalFields\":\"",
+    );
     input.extend(std::iter::repeat_n(b'a', 50 * 1024 * 1024));
     input.extend_from_slice(b"\"}}\n");
     // deep nesting inside a property: kept as text, no crash
@@ -253,17 +302,28 @@ async fn hostile_input_lands_where_design_says() {
     input.extend_from_slice(b"\n");
     input.extend_from_slice(br#"{"category":"AdvancedHunting-Nope","properties":{}}"#);
     input.extend_from_slice(b"\n\n   \n"); // blank lines are not records
-    input.extend_from_slice(br#"{"category":"AdvancedHunting-DeviceInfo","properties":{"DeviceName":"no timestamp"}}"#);
+    input.extend_from_slice(
+        br#"{"category":"AdvancedHunting-DeviceInfo","properties":{"DeviceName":"no timestamp"}}"#,
+    );
     input.extend_from_slice(b"\n");
     let path = dir.path().join("hostile.json");
     std::fs::write(&path, &input).unwrap();
     drop(input);
 
     let lake = local_lake(&dir.path().join("lake"));
-    let (stats, _) = ingest_paths(&lake, &[path], &PipelineConfig::default(), &FileOptions::default()).await;
+    let (stats, _) = ingest_paths(
+        &lake,
+        &[path],
+        &PipelineConfig::default(),
+        &FileOptions::default(),
+    )
+    .await;
     assert_eq!(stats.records, 12);
     assert!(stats.conserved());
-    assert_eq!(stats.typed_rows["DeviceInfo"], 3, "BOM line, deep nesting, big integers");
+    assert_eq!(
+        stats.typed_rows["DeviceInfo"], 3,
+        "BOM line, deep nesting, big integers"
+    );
     let dead: BTreeMap<&str, u64> = [
         ("invalid_utf8", 1),
         ("invalid_json", 1),
@@ -289,7 +349,10 @@ async fn hostile_input_lands_where_design_says() {
             if names.value(i) == "bigint" {
                 seen += 1;
                 assert!(report.is_null(i));
-                assert_eq!(rescued.value(i), r#"{"ReportId":123456789012345678901234567890}"#);
+                assert_eq!(
+                    rescued.value(i),
+                    r#"{"ReportId":123456789012345678901234567890}"#
+                );
                 assert_eq!(osv.value(i), "98765432109876543210");
             }
         }

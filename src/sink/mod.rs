@@ -32,7 +32,9 @@ pub enum SinkError {
     Arrow(#[from] ArrowError),
     #[error("schema: {0}")]
     Schema(String),
-    #[error("table {table}: gave up after {attempts} redos against concurrent writers of the same source")]
+    #[error(
+        "table {table}: gave up after {attempts} redos against concurrent writers of the same source"
+    )]
     ConflictRetries { table: String, attempts: usize },
 }
 
@@ -97,7 +99,11 @@ pub fn parse_location(location: &str) -> Result<Url, SinkError> {
         let url = Url::parse(location).map_err(|e| bad(e.to_string()))?;
         match url.scheme() {
             "file" | "az" | "azure" | "abfs" | "abfss" | "adl" | "memory" => url,
-            s => return Err(bad(format!("unsupported scheme `{s}` (use a path, file://, az://, abfss://)"))),
+            s => {
+                return Err(bad(format!(
+                    "unsupported scheme `{s}` (use a path, file://, az://, abfss://)"
+                )));
+            }
         }
     } else {
         let path = std::path::Path::new(location);
@@ -162,10 +168,13 @@ impl Lake {
         if let Some(h) = tables.get(name) {
             return Ok(h.clone());
         }
-        let url = self.root.join(&format!("{name}/")).map_err(|e| SinkError::Location {
-            location: self.root.to_string(),
-            msg: e.to_string(),
-        })?;
+        let url = self
+            .root
+            .join(&format!("{name}/"))
+            .map_err(|e| SinkError::Location {
+                location: self.root.to_string(),
+                msg: e.to_string(),
+            })?;
         let h = Arc::new(TableHandle::new(
             name.to_owned(),
             url,
@@ -179,7 +188,11 @@ impl Lake {
 
     /// The typed table of a category.
     pub fn typed(&self, cat: Category) -> Result<Arc<TableHandle>, SinkError> {
-        self.handle(cat.table_name(), || cat.table().arrow_schema(), Some(meta::DATE))
+        self.handle(
+            cat.table_name(),
+            || cat.table().arrow_schema(),
+            Some(meta::DATE),
+        )
     }
 
     pub fn dead_letters(&self) -> Result<Arc<TableHandle>, SinkError> {
@@ -225,7 +238,11 @@ impl Lake {
             jobs.push((self.dead_letters()?, d));
         }
         let results = futures::future::join_all(jobs.iter().map(|(h, b)| async move {
-            (h.name().to_owned(), h.append_exactly_once(b, meta::POSITION, source.as_str()).await)
+            (
+                h.name().to_owned(),
+                h.append_exactly_once(b, meta::POSITION, source.as_str())
+                    .await,
+            )
         }))
         .await;
         let mut report = CommitReport::default();

@@ -160,7 +160,10 @@ impl TableHandle {
             }
             Some(st) => {
                 let old = st.table.version();
-                st.table.update_incremental(None).await.map_err(|e| self.err(e))?;
+                st.table
+                    .update_incremental(None)
+                    .await
+                    .map_err(|e| self.err(e))?;
                 self.advance_txns(st, old).await;
             }
         }
@@ -264,7 +267,8 @@ impl TableHandle {
                 return Ok(outcome);
             }
             let rows = if watermark >= min_pos {
-                let mask: BooleanArray = positions.iter().map(|p| p.map(|p| p > watermark)).collect();
+                let mask: BooleanArray =
+                    positions.iter().map(|p| p.map(|p| p > watermark)).collect();
                 filter_record_batch(batch, &mask)?
             } else {
                 batch.clone()

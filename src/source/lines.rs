@@ -169,7 +169,13 @@ mod tests {
     fn lines_of(c: &Chunk) -> Vec<(String, usize, i64)> {
         c.units()
             .iter()
-            .map(|u| (String::from_utf8_lossy(u.bytes).into_owned(), u.full_len, u.position))
+            .map(|u| {
+                (
+                    String::from_utf8_lossy(u.bytes).into_owned(),
+                    u.full_len,
+                    u.position,
+                )
+            })
             .collect()
     }
 
@@ -181,7 +187,11 @@ mod tests {
         let c = ch.take();
         assert_eq!(
             lines_of(&c),
-            vec![("ab\r".into(), 3, 104), ("cde".into(), 3, 108), ("".into(), 0, 109)]
+            vec![
+                ("ab\r".into(), 3, 104),
+                ("cde".into(), 3, 108),
+                ("".into(), 0, 109)
+            ]
         );
         assert_eq!((c.start, c.end), (100, 109));
         assert_eq!(ch.pending_tail(), 1);

@@ -32,11 +32,18 @@ pub fn local_lake(dir: &Path) -> Lake {
 }
 
 /// Ingests every input under `paths` and sums the stats.
-pub async fn ingest_paths(lake: &Lake, paths: &[PathBuf], cfg: &PipelineConfig, opts: &FileOptions) -> (BatchStats, Vec<FileOutcome>) {
+pub async fn ingest_paths(
+    lake: &Lake,
+    paths: &[PathBuf],
+    cfg: &PipelineConfig,
+    opts: &FileOptions,
+) -> (BatchStats, Vec<FileOutcome>) {
     let mut total = BatchStats::default();
     let mut outs = Vec::new();
     for f in collect_inputs(paths).expect("inputs") {
-        let o = ingest_file(lake, &f, cfg, opts, &mut |_| {}).await.expect("ingest");
+        let o = ingest_file(lake, &f, cfg, opts, &mut |_| {})
+            .await
+            .expect("ingest");
         total.add(&o.stats);
         outs.push(o);
     }
@@ -65,7 +72,10 @@ pub async fn dead_by_reason(lake: &Lake) -> BTreeMap<String, u64> {
 }
 
 pub async fn read(lake: &Lake, table: &str) -> Vec<RecordBatch> {
-    let h = lake.table_by_name(table).expect("handle").expect("known table");
+    let h = lake
+        .table_by_name(table)
+        .expect("handle")
+        .expect("known table");
     read_table(&h).await.expect("read").unwrap_or_default()
 }
 
@@ -73,11 +83,23 @@ pub async fn read(lake: &Lake, table: &str) -> Vec<RecordBatch> {
 pub async fn row_keys(lake: &Lake, table: &str) -> Vec<(String, i64, String)> {
     let mut keys = Vec::new();
     for b in read(lake, table).await {
-        let src = b.column_by_name("_source").unwrap().as_string::<i32>().clone();
-        let pos = b.column_by_name("_position").unwrap().as_primitive::<Int64Type>().clone();
+        let src = b
+            .column_by_name("_source")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let pos = b
+            .column_by_name("_position")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
         let raw = b.column_by_name("_raw").unwrap().as_string::<i32>().clone();
         for i in 0..b.num_rows() {
-            keys.push((src.value(i).to_owned(), pos.value(i), raw.value(i).to_owned()));
+            keys.push((
+                src.value(i).to_owned(),
+                pos.value(i),
+                raw.value(i).to_owned(),
+            ));
         }
     }
     keys

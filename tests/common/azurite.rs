@@ -1,0 +1,119 @@
+//! A real Azurite blob service on a free loopback port for one test, stopped with SIGKILL on
+//! drop (it does not exit on SIGTERM reliably). Installed by `scripts/test.sh` (npm ci).
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+pub const ACCOUNT: &str = "devstoreaccount1";
+pub const KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+pub struct Azurite {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Azurite {
+    pub async fn start() -> Azurite {
+        let bin = std::env::var("XDR_AZURITE_BIN").unwrap_or_else(|_| {
+            format!(
+                "{}/node_modules/.bin/azurite-blob",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        });
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "{bin} is missing: run scripts/test.sh (it installs Azurite with npm ci)"
+        );
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(&bin)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--silent",
+                "--location",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite");
+        let az = Azurite {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "azurite did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        az
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+    }
+
+    /// object_store options for this Azurite (the explicit form production also uses).
+    pub fn storage_options(&self) -> HashMap<String, String> {
+        [
+            ("azure_storage_account_name", ACCOUNT.to_owned()),
+            ("azure_storage_account_key", KEY.to_owned()),
+            ("azure_storage_endpoint", self.endpoint()),
+            ("allow_http", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Creates a container with a SharedKey-signed request (Azurite refuses anonymous ones).
+    pub async fn create_container(&self, container: &str) {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let canon = format!(
+            "x-ms-date:{date}\nx-ms-version:2021-08-06\n/{ACCOUNT}/{ACCOUNT}/{container}\nrestype:container"
+        );
+        let sts = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\n{canon}");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &STANDARD.decode(KEY).unwrap());
+        let sig = STANDARD.encode(ring::hmac::sign(&key, sts.as_bytes()).as_ref());
+        let resp = reqwest::Client::new()
+            .put(format!("{}/{container}?restype=container", self.endpoint()))
+            .header("x-ms-date", date)
+            .header("x-ms-version", "2021-08-06")
+            .header("Content-Length", "0")
+            .header("Authorization", format!("SharedKey {ACCOUNT}:{sig}"))
+            .send()
+            .await
+            .expect("create container");
+        assert!(
+            resp.status().is_success() || resp.status().as_u16() == 409,
+            "{}",
+            resp.status()
+        );
+    }
+}
