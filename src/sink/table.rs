@@ -10,7 +10,7 @@ use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Int64Type, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -133,7 +133,11 @@ impl TableHandle {
                 TableProperty::SetTransactionRetentionDuration,
                 Some(self.settings.txn_retention.clone()),
             )
-            .with_save_mode(SaveMode::Ignore);
+            .with_save_mode(SaveMode::Ignore)
+            // Without a read snapshot delta-rs would retry a lost create race as version 1, a
+            // second metadata commit that breaks every writer of version 0. Fail instead, and
+            // load the winner's table below.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0));
         if let Some(p) = self.partition_by {
             create = create.with_partition_columns([p]);
         }
@@ -287,10 +291,10 @@ impl TableHandle {
                     outcome.version = Some(version);
                     return Ok(outcome);
                 }
-                Err(e) if is_concurrent_txn(&e) => {
-                    // Another writer committed this source meanwhile: it may have written
-                    // these rows. Reload, re-read the watermark, filter again.
-                    tracing::info!(table = %self.name, source, attempt, "concurrent writer of the same source; redoing");
+                Err(e) if is_conflict(&e) => {
+                    // Another writer committed this source meanwhile (it may have written
+                    // these rows), or changed the table: reload, re-read the watermark, redo.
+                    tracing::info!(table = %self.name, source, attempt, error = %e, "commit conflict; redoing against the new snapshot");
                     outcome.redone += 1;
                     continue;
                 }
@@ -358,11 +362,13 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
-fn is_concurrent_txn(e: &DeltaTableError) -> bool {
+/// `ConcurrentTransaction` (same source) and the other conflicts delta-rs does not retry
+/// itself (e.g. `MetadataChanged`): all are redone against a fresh snapshot.
+fn is_conflict(e: &DeltaTableError) -> bool {
     matches!(
         e,
         DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+            source: TransactionError::CommitConflict(_)
         }
     )
 }
