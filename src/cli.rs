@@ -42,6 +42,27 @@ enum Command {
     Tables(TablesArgs),
     /// Write realistic sample Defender data (all 26 tables, both wire forms).
     Generate(GenerateArgs),
+    /// Serve as an Azure Functions custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT
+    /// (settings from the environment: see the README).
+    Serve(ServeArgs),
+    /// Checkpoint, clean up logs and vacuum every table.
+    Maintain(MaintainArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Port (the Functions host passes it in FUNCTIONS_CUSTOMHANDLER_PORT).
+    #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+    port: u16,
+}
+
+#[derive(Args)]
+struct MaintainArgs {
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Data files unreferenced for at least this long are removed.
+    #[arg(long, default_value_t = 168)]
+    vacuum_retention_hours: u64,
 }
 
 #[derive(Args, Clone)]
@@ -132,7 +153,7 @@ struct GenerateArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(false);
+    init_logging(matches!(cli.cmd, Command::Serve(_)));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,6 +169,8 @@ pub fn main() -> ExitCode {
             Command::Ingest(a) => cmd_ingest(a).await,
             Command::Tables(a) => cmd_tables(a).await,
             Command::Generate(a) => cmd_generate(a),
+            Command::Serve(a) => cmd_serve(a).await,
+            Command::Maintain(a) => cmd_maintain(a).await,
         }
     });
     match result {
@@ -454,4 +477,27 @@ fn cmd_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     println!("manifest: {}", a.out.join("_manifest.json").display());
     Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Listen first: the host probes `GET /` every 25 ms and gives up after 30-60 s.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
+    let settings = crate::handler::HandlerSettings::from_env()?;
+    tracing::info!(port = a.port, lake = %settings.lake, "xdr-ingest handler listening");
+    let state = crate::handler::AppState::new(settings)?;
+    crate::handler::serve(listener, state).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {
+    let lake = a.lake.open(false)?;
+    let done = crate::maintain::maintain(&lake, a.vacuum_retention_hours).await?;
+    println!("{}", serde_json::to_string_pretty(&done)?);
+    Ok(ExitCode::from(if done.iter().any(|m| m.error.is_some()) {
+        1
+    } else {
+        0
+    }))
 }

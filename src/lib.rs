@@ -4,12 +4,15 @@
 //! [`source`] (files, blobs, Event Hub batches into units) -> [`decode`] (envelopes, routing
 //! by [`model::Category`], dead letters) -> [`typed`] (Arrow batches from the [`registry`]) ->
 //! [`quality`] (rules) -> [`sink`] (exactly-once Delta commits). [`pipeline`] ties the stages
-//! together for every entry point: the CLI ([`cli`]) and the Azure Functions handler.
+//! together for every entry point: the CLI ([`cli`]) and the Azure Functions handler
+//! ([`handler`]); [`maintain`] keeps the tables healthy.
 
 pub mod cli;
 pub mod decode;
 pub mod generate;
+pub mod handler;
 pub mod json;
+pub mod maintain;
 pub mod model;
 pub mod pipeline;
 pub mod quality;

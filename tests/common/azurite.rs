@@ -92,28 +92,84 @@ impl Azurite {
         .collect()
     }
 
-    /// Creates a container with a SharedKey-signed request (Azurite refuses anonymous ones).
-    pub async fn create_container(&self, container: &str) {
+    /// A SharedKey-signed PUT (Azurite refuses anonymous writes). `resource` is
+    /// `container[/blob]`, `query` the canonical query pairs, `extra` more x-ms-* headers.
+    async fn signed_put(
+        &self,
+        resource: &str,
+        query: &[(&str, &str)],
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> reqwest::StatusCode {
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-        let canon = format!(
-            "x-ms-date:{date}\nx-ms-version:2021-08-06\n/{ACCOUNT}/{ACCOUNT}/{container}\nrestype:container"
-        );
-        let sts = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\n{canon}");
+        let mut headers: Vec<(String, String)> = vec![
+            ("x-ms-date".into(), date.clone()),
+            ("x-ms-version".into(), "2021-08-06".into()),
+        ];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        headers.sort();
+        let mut canon = String::new();
+        for (k, v) in &headers {
+            canon.push_str(&format!("{k}:{v}\n"));
+        }
+        canon.push_str(&format!("/{ACCOUNT}/{ACCOUNT}/{resource}"));
+        for (k, v) in query {
+            canon.push_str(&format!("\n{k}:{v}"));
+        }
+        let len = if body.is_empty() {
+            String::new()
+        } else {
+            body.len().to_string()
+        };
+        let sts = format!("PUT\n\n\n{len}\n\n\n\n\n\n\n\n\n{canon}");
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &STANDARD.decode(KEY).unwrap());
         let sig = STANDARD.encode(ring::hmac::sign(&key, sts.as_bytes()).as_ref());
-        let resp = reqwest::Client::new()
-            .put(format!("{}/{container}?restype=container", self.endpoint()))
-            .header("x-ms-date", date)
-            .header("x-ms-version", "2021-08-06")
-            .header("Content-Length", "0")
-            .header("Authorization", format!("SharedKey {ACCOUNT}:{sig}"))
+        let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut req = reqwest::Client::new()
+            .put(format!("{}/{resource}?{}", self.endpoint(), qs.join("&")))
+            .header("Content-Length", body.len().to_string())
+            .header("Authorization", format!("SharedKey {ACCOUNT}:{sig}"));
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req.body(body)
             .send()
             .await
-            .expect("create container");
-        assert!(
-            resp.status().is_success() || resp.status().as_u16() == 409,
-            "{}",
-            resp.status()
-        );
+            .expect("azurite request")
+            .status()
+    }
+
+    /// Creates a container.
+    pub async fn create_container(&self, container: &str) {
+        let s = self
+            .signed_put(container, &[("restype", "container")], &[], vec![])
+            .await;
+        assert!(s.is_success() || s.as_u16() == 409, "{s}");
+    }
+
+    /// Creates an empty append blob (what Defender's export does at the start of an hour).
+    pub async fn create_append_blob(&self, container: &str, path: &str) {
+        let s = self
+            .signed_put(
+                &format!("{container}/{path}"),
+                &[],
+                &[("x-ms-blob-type", "AppendBlob")],
+                vec![],
+            )
+            .await;
+        assert!(s.is_success(), "{s}");
+    }
+
+    /// Appends a block to an append blob.
+    pub async fn append(&self, container: &str, path: &str, bytes: &[u8]) {
+        let s = self
+            .signed_put(
+                &format!("{container}/{path}"),
+                &[("comp", "appendblock")],
+                &[],
+                bytes.to_vec(),
+            )
+            .await;
+        assert!(s.is_success(), "{s}");
     }
 }

@@ -1,0 +1,365 @@
+//! The Functions custom handler through real HTTP, with requests shaped exactly as the host
+//! sends them (azure-functions.md): Event Hub batches, blobs growing on a real Azurite,
+//! the sweep, replay, and the readiness probe of the real binary.
+
+#[path = "common/azurite.rs"]
+mod azurite;
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use xdr_ingest::handler::{AppState, HandlerSettings, serve};
+use xdr_ingest::sink::LakeSettings;
+
+async fn start_server(settings: HandlerSettings) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(settings).unwrap();
+    tokio::spawn(serve(listener, state));
+    format!("http://{addr}")
+}
+
+fn settings(lake: &std::path::Path) -> HandlerSettings {
+    let mut s = HandlerSettings::from_env().unwrap();
+    s.lake = lake.to_str().unwrap().to_owned();
+    s
+}
+
+/// The host's request for an Event Hub batch: arrays JSON-encoded inside strings, enqueued
+/// times without a zone.
+fn eventhub_request(partition: &str, events: &[(i64, String)]) -> Value {
+    let bodies: Vec<&str> = events.iter().map(|(_, b)| b.as_str()).collect();
+    let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
+    let times: Vec<String> = events
+        .iter()
+        .map(|_| "2026-11-26T10:00:01.31".to_owned())
+        .collect();
+    json!({
+        "Data": {"events": serde_json::to_string(&bodies).unwrap()},
+        "Metadata": {
+            "PartitionContext": {"FullyQualifiedNamespace": "xdr-test.servicebus.windows.net", "EventHubName": "defender",
+                                 "ConsumerGroup": "xdr-ingest", "PartitionId": partition, "IsCheckpointingAfterInvocation": true},
+            "PartitionKeyArray": serde_json::to_string(&vec![Value::Null; events.len()]).unwrap(),
+            "OffsetArray": serde_json::to_string(&seqs.iter().map(|s| (s * 4096).to_string()).collect::<Vec<_>>()).unwrap(),
+            "SequenceNumberArray": serde_json::to_string(&seqs).unwrap(),
+            "EnqueuedTimeUtcArray": serde_json::to_string(&times).unwrap(),
+            "PropertiesArray": serde_json::to_string(&vec![json!({}); events.len()]).unwrap(),
+            "sys": {"MethodName": "EventHubIngest", "UtcNow": "2026-11-26T10:00:02.12Z", "RandGuid": "00000000-0000-0000-0000-000000000000"}
+        }
+    })
+}
+
+fn events(n: i64) -> Vec<(i64, String)> {
+    (0..n)
+        .map(|i| {
+            let recs: Vec<String> = (0..2)
+                .map(|j| {
+                    let t = ["DeviceProcessEvents", "DeviceNetworkEvents"][((i + j) % 2) as usize];
+                    format!(r#"{{"time":"2026-11-26T09:59:00Z","category":"AdvancedHunting-{t}","properties":{{"Timestamp":"2026-11-26T09:58:00Z","DeviceName":"d{i}-{j}"}}}}"#)
+                })
+                .collect();
+            (1000 + i, format!(r#"{{"records":[{}]}}"#, recs.join(",")))
+        })
+        .collect()
+}
+
+async fn post(base: &str, function: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/{function}"))
+        .header("Content-Type", "application/json; charset=utf-8")
+        .header(
+            "X-Azure-Functions-InvocationId",
+            "6d3bfa2c-0000-0000-0000-000000000001",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert!(v.is_object(), "always a JSON object: {text}");
+    (status, v)
+}
+
+async fn typed_total(lake: &std::path::Path) -> u64 {
+    non_meta(&lake_rows(&local_lake(lake)).await).values().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_hub_batches_land_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = start_server(settings(dir.path())).await;
+    let evs = events(60);
+
+    let (status, resp) = post(&base, "EventHubIngest", &eventhub_request("3", &evs[0..30])).await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp["Logs"][0].as_str().unwrap().contains("60 records"),
+        "{resp}"
+    );
+    assert_eq!(typed_total(dir.path()).await, 60);
+
+    // redelivery with shifted boundaries
+    for (a, b) in [(10, 40), (0, 60), (59, 60)] {
+        let (status, _) = post(&base, "EventHubIngest", &eventhub_request("3", &evs[a..b])).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(typed_total(dir.path()).await, 120);
+    let lake = local_lake(dir.path());
+    assert_no_duplicates(&lake).await;
+    // positions are the sequence numbers, enqueued times are UTC
+    let keys = row_keys(&lake, "DeviceProcessEvents").await;
+    assert!(keys.iter().all(|(src, pos, _)| src
+        == "eventhub://xdr-test.servicebus.windows.net/defender/3"
+        && (1000..1060).contains(pos)));
+
+    // bad data is a dead letter and a 200, never a 500
+    let bad = vec![
+        (2000, "not json".to_owned()),
+        (
+            2001,
+            r#"{"records":[{"category":"AdvancedHunting-Nope","properties":{}}]}"#.to_owned(),
+        ),
+    ];
+    let (status, resp) = post(&base, "EventHubIngest", &eventhub_request("3", &bad)).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(dead_by_reason(&lake).await.values().sum::<u64>(), 2);
+
+    // a malformed envelope is a clear 4xx error, not a panic
+    let (status, resp) = post(
+        &base,
+        "EventHubIngest",
+        &json!({"Data": {"events": "[\"x\"]"}, "Metadata": {}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        resp["error"].as_str().unwrap().contains("PartitionContext"),
+        "{resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_taking_over_one_partition_add_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_server(settings(dir.path())).await;
+    let b = start_server(settings(dir.path())).await;
+    let evs = events(80);
+    tokio::join!(
+        async {
+            for w in evs.chunks(20) {
+                assert_eq!(
+                    post(&a, "EventHubIngest", &eventhub_request("5", w))
+                        .await
+                        .0,
+                    200
+                );
+            }
+        },
+        // the new owner starts from the last checkpoint, as Event Hubs does: everything
+        // before it was committed (here: nothing), then reads with other boundaries
+        async {
+            for w in evs.chunks(25) {
+                assert_eq!(
+                    post(&b, "EventHubIngest", &eventhub_request("5", w))
+                        .await
+                        .0,
+                    200
+                );
+            }
+        }
+    );
+    assert_eq!(typed_total(dir.path()).await, 160);
+    assert_no_duplicates(&local_lake(dir.path())).await;
+}
+
+const CONTAINER: &str = "insights-logs-advancedhunting-deviceinfo";
+
+fn line(name: &str) -> String {
+    format!(
+        r#"{{"time":"2026-11-26T10:00:00.0000000Z","tenantId":"t","category":"AdvancedHunting-DeviceInfo","properties":{{"Timestamp":"2026-11-26T09:59:00Z","DeviceName":"{name}"}}}}"#
+    )
+}
+
+fn queue_message(url: &str) -> Value {
+    // a queue trigger's string value arrives JSON-encoded inside the string
+    json!({"Data": {"work": serde_json::to_string(&json!({"url": url}).to_string()).unwrap()}, "Metadata": {"DequeueCount": "1"}})
+}
+
+async fn device_names(lake: &std::path::Path) -> Vec<String> {
+    use xdr_ingest::deltalake::arrow::array::AsArray;
+    let mut names = vec![];
+    for b in read(&local_lake(lake), "DeviceInfo").await {
+        let c = b
+            .column_by_name("DeviceName")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        names.extend(c.iter().flatten().map(str::to_owned));
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_blob_sweep_and_replay_on_azurite() {
+    let az = azurite::Azurite::start().await;
+    az.create_container(CONTAINER).await;
+    let now = chrono::Utc::now();
+    let path = format!(
+        "tenantId=t/{}m=00/PT1H.json",
+        now.format("y=%Y/m=%m/d=%d/h=%H/")
+    );
+    az.create_append_blob(CONTAINER, &path).await;
+    let url = format!("{}/{CONTAINER}/{path}", az.endpoint());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.defender_account = Some(azurite::ACCOUNT.into());
+    s.containers = vec![CONTAINER.into()];
+    s.blob_options = az.storage_options();
+    s.blob_url_base = Some(az.endpoint());
+    s.replay_allowlist = vec![(azurite::ACCOUNT.into(), CONTAINER.into())];
+    s.lake_options = LakeSettings::default().storage_options;
+    let base = start_server(s).await;
+
+    // append 1: two lines and the start of a third
+    let l3 = line("three");
+    let (l3a, l3b) = l3.split_at(40);
+    az.append(
+        CONTAINER,
+        &path,
+        format!("{}\r\n{}\r\n{l3a}", line("one"), line("two")).as_bytes(),
+    )
+    .await;
+    let (status, resp) = post(&base, "BlobIngest", &queue_message(&url)).await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("partial line left"),
+        "{resp}"
+    );
+    assert_eq!(device_names(dir.path()).await, vec!["one", "two"]);
+
+    // append 2: the rest of the split line and a fourth
+    az.append(
+        CONTAINER,
+        &path,
+        format!("{l3b}\r\n{}\r\n", line("four")).as_bytes(),
+    )
+    .await;
+    assert_eq!(post(&base, "BlobIngest", &queue_message(&url)).await.0, 200);
+    assert_eq!(
+        device_names(dir.path()).await,
+        vec!["four", "one", "three", "two"]
+    );
+
+    // message 3 with no growth: nothing
+    assert_eq!(post(&base, "BlobIngest", &queue_message(&url)).await.0, 200);
+    assert_eq!(device_names(dir.path()).await.len(), 4);
+
+    // append 3, found by the sweep, enqueued, ingested
+    az.append(CONTAINER, &path, format!("{}\r\n", line("five")).as_bytes())
+        .await;
+    let (status, resp) = post(
+        &base,
+        "BlobSweep",
+        &json!({"Data": {"timer": {"IsPastDue": false}}, "Metadata": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    let work = resp["Outputs"]["outwork"].as_array().unwrap().clone();
+    assert_eq!(work.len(), 1, "{resp}");
+    assert_eq!(
+        percent_encoding::percent_decode_str(work[0]["url"].as_str().unwrap()).decode_utf8_lossy(),
+        url
+    );
+    let msg = json!({"Data": {"work": serde_json::to_string(&work[0].to_string()).unwrap()}, "Metadata": {}});
+    assert_eq!(post(&base, "BlobIngest", &msg).await.0, 200);
+    assert_eq!(device_names(dir.path()).await.len(), 5);
+    // the sweep now finds nothing
+    let (_, resp) = post(&base, "BlobSweep", &json!({"Data": {}, "Metadata": {}})).await;
+    assert_eq!(resp["Outputs"]["outwork"].as_array().unwrap().len(), 0);
+
+    // replay: an allow-listed blob is accepted (202) and enqueued; ingesting it again is a no-op
+    let replay_req = |body: Value| json!({"Data": {"req": {"Url": "https://app/api/replay", "Method": "POST", "Query": {}, "Headers": {}, "Body": body.to_string()}}, "Metadata": {}});
+    let (status, resp) = post(
+        &base,
+        "Replay",
+        &replay_req(json!({"url": url, "start_offset": 0})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(resp["Outputs"]["res"]["statusCode"], 202, "{resp}");
+    let work = resp["Outputs"]["outwork"][0].clone();
+    assert_eq!(work["start_offset"], 0);
+    let msg = json!({"Data": {"work": serde_json::to_string(&work.to_string()).unwrap()}, "Metadata": {}});
+    let (status, resp) = post(&base, "BlobIngest", &msg).await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("0 rows written, 5 already in the lake"),
+        "{resp}"
+    );
+    assert_eq!(device_names(dir.path()).await.len(), 5);
+    assert_no_duplicates(&local_lake(dir.path())).await;
+
+    // anything outside the allow list, or not a blob URL, is refused with a JSON error
+    for (body, code) in [
+        (
+            json!({"url": format!("{}/other-container/x/PT1H.json", az.endpoint())}),
+            403,
+        ),
+        (json!({"url": "https://evil.example.com/c/p.json"}), 400),
+        (json!({"nourl": 1}), 400),
+    ] {
+        let (status, resp) = post(&base, "Replay", &replay_req(body)).await;
+        assert_eq!(status, 200);
+        assert_eq!(resp["Outputs"]["res"]["statusCode"], code, "{resp}");
+        assert!(resp["Outputs"].get("outwork").is_none());
+        let inner: Value =
+            serde_json::from_str(resp["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+        assert!(inner["error"].is_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_answers_the_readiness_probe_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xdr-ingest"))
+        .arg("serve")
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("XDR_LAKE", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let ok = loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/")).send().await {
+            break r.status().is_success();
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let elapsed = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "no answer on GET /");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+}
