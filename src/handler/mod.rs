@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 use crate::decode::Unit;
 use crate::pipeline::{BatchReport, PipelineError, ingest_units};
 use crate::sink::Lake;
-use crate::source::blob::{BlobError, BlobRef, BlobStores, ingest_blob, sweep_container};
+use crate::source::blob::{
+    BlobError, BlobReadOptions, BlobRef, BlobStores, ingest_blob, sweep_container,
+};
 use protocol::{Invocation, InvocationResponse, ProtocolError, decode_event_hub, structured, text};
 pub use settings::HandlerSettings;
 
@@ -250,16 +252,18 @@ async fn blob_ingest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
         let item = WorkItem::parse(raw)?;
         let blob = BlobRef::parse_url(&item.url)?;
         let s = &st.settings;
-        let now = chrono::Utc::now();
+        let opts = BlobReadOptions {
+            chunk_bytes: s.chunk_bytes,
+            grace: s.grace,
+            now: chrono::Utc::now(),
+        };
         let o = ingest_blob(
             &st.lake,
             &st.blobs,
             &blob,
             item.start_offset,
             &s.pipeline,
-            s.chunk_bytes,
-            s.grace,
-            now,
+            opts,
         )
         .await?;
         let report = BatchReport {

@@ -184,6 +184,16 @@ pub struct BlobOutcome {
     pub final_: bool,
 }
 
+/// How a blob is read.
+#[derive(Clone, Copy, Debug)]
+pub struct BlobReadOptions {
+    /// Bytes per commit.
+    pub chunk_bytes: usize,
+    /// A blob is final (its unterminated last line is a record) this long after its hour.
+    pub grace: Duration,
+    pub now: DateTime<Utc>,
+}
+
 /// Ingests a blob from its watermark (or from `start`, for a replay) to its current length.
 pub async fn ingest_blob(
     lake: &Lake,
@@ -191,10 +201,13 @@ pub async fn ingest_blob(
     blob: &BlobRef,
     start: Option<i64>,
     cfg: &PipelineConfig,
-    chunk_bytes: usize,
-    grace: Duration,
-    now: DateTime<Utc>,
+    opts: BlobReadOptions,
 ) -> Result<BlobOutcome, BlobError> {
+    let BlobReadOptions {
+        chunk_bytes,
+        grace,
+        now,
+    } = opts;
     let store = stores.store(&blob.account, &blob.container)?;
     let err = |source| BlobError::Store {
         account: blob.account.clone(),

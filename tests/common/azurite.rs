@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A real Azurite blob service on a free loopback port for one test, stopped with SIGKILL on
 //! drop (it does not exit on SIGTERM reliably). Installed by `scripts/test.sh` (npm ci).
 
