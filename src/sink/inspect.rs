@@ -34,6 +34,20 @@ fn delta_err(h: &TableHandle, e: deltalake::DeltaTableError) -> SinkError {
     }
 }
 
+async fn get_bytes(
+    h: &TableHandle,
+    store: &dyn deltalake::ObjectStore,
+    path: &deltalake::Path,
+) -> Result<bytes::Bytes, SinkError> {
+    store
+        .get(path)
+        .await
+        .map_err(|e| delta_err(h, e.into()))?
+        .bytes()
+        .await
+        .map_err(|e| delta_err(h, e.into()))
+}
+
 /// Describes one table, or `None` if it does not exist yet.
 pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError> {
     let Some(table) = h.load_existing().await? else {
@@ -50,13 +64,7 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
     let mut by_reason = BTreeMap::new();
     if h.name() == DEAD_LETTER_TABLE {
         for path in &files {
-            let bytes = store
-                .get(path)
-                .await
-                .map_err(|e| delta_err(h, e.into()))?
-                .bytes()
-                .await
-                .map_err(|e| delta_err(h, e.into()))?;
+            let bytes = get_bytes(h, store.as_ref(), path).await?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
                 .map_err(|e| delta_err(h, e.into()))?;
             let Some(idx) = builder
@@ -93,13 +101,7 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
         if !m.location.as_ref().ends_with(".json") {
             continue;
         }
-        let bytes = store
-            .get(&m.location)
-            .await
-            .map_err(|e| delta_err(h, e.into()))?
-            .bytes()
-            .await
-            .map_err(|e| delta_err(h, e.into()))?;
+        let bytes = get_bytes(h, store.as_ref(), &m.location).await?;
         for line in bytes.split(|b| *b == b'\n') {
             if line.starts_with(b"{\"txn\"")
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(line)
@@ -162,13 +164,7 @@ pub async fn read_table(h: &TableHandle) -> Result<Option<Vec<RecordBatch>>, Sin
     let store = table.object_store();
     let mut out = Vec::new();
     for f in snapshot.log_data().iter() {
-        let bytes = store
-            .get(&f.object_store_path())
-            .await
-            .map_err(|e| delta_err(h, e.into()))?
-            .bytes()
-            .await
-            .map_err(|e| delta_err(h, e.into()))?;
+        let bytes = get_bytes(h, store.as_ref(), &f.object_store_path()).await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.build())
             .map_err(|e| delta_err(h, e.into()))?;
