@@ -182,22 +182,32 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr: human-readable on a terminal, JSON lines when `json` (the handler).
+/// Logs: human-readable on stderr for the CLI; JSON lines for the handler, where the
+/// Functions host reads stdout as Information and stderr as Error, so warnings and errors go
+/// to stderr and everything else (the per-invocation summaries) to stdout.
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter = EnvFilter::try_from_env("XDR_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(if json { "info" } else { "warn" }));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .unwrap_or_else(|_| EnvFilter::new(if json { "warn,xdr_ingest=info" } else { "warn" }));
     let _ = if json {
-        b.json()
+        let writer = std::io::stderr
+            .with_max_level(tracing::Level::WARN)
+            .or_else(std::io::stdout);
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .json()
             .with_current_span(true)
             .flatten_event(true)
             .try_init()
     } else {
-        b.with_ansi(std::io::stderr().is_terminal()).try_init()
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
 }
 

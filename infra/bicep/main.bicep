@@ -19,7 +19,7 @@ targetScope = 'resourceGroup'
 @description('Azure region of the new resources (Function App, lake, host storage, monitoring, a new Event Hubs namespace). Default: the resource group\'s region. The Event Grid system topic always goes to the export account\'s region.')
 param location string = resourceGroup().location
 
-@description('Lowercase letters and digits, 2-8 characters, that start every resource name.')
+@description('2-8 lowercase letters and digits, starting with a letter, that start every resource name.')
 @minLength(2)
 @maxLength(8)
 param namePrefix string = 'xdr'
@@ -213,6 +213,7 @@ resource lakeStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false
     allowCrossTenantReplication: false
+    isLocalUserEnabled: false
     defaultToOAuthAuthentication: true
     supportsHttpsTrafficOnly: true
     publicNetworkAccess: 'Enabled'
@@ -275,6 +276,7 @@ resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false
     allowCrossTenantReplication: false
+    isLocalUserEnabled: false
     defaultToOAuthAuthentication: true
     supportsHttpsTrafficOnly: true
     publicNetworkAccess: 'Enabled'
@@ -611,7 +613,7 @@ resource invocationFailuresAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = 
 }
 
 // Dead letters: the handler logs one JSON line per invocation with "records", "typed_rows" and
-// "dead_letters" (stderr, captured by the host as a trace); this matches lines whose
+// "dead_letters" (stdout, captured by the host as an Information trace); this matches lines whose
 // "dead_letters" is above zero.
 var deadLetterQuery = '''
 traces

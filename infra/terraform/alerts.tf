@@ -42,7 +42,7 @@ resource "azurerm_monitor_metric_alert" "invocation_failures" {
 
 locals {
   # Dead letters: the handler logs one JSON line per invocation with "records", "typed_rows" and
-  # "dead_letters" (stderr, captured by the host as a trace); this matches lines whose
+  # "dead_letters" (stdout, captured by the host as an Information trace); this matches lines whose
   # "dead_letters" is above zero.
   dead_letter_query = <<-KQL
     traces

@@ -13,7 +13,7 @@ resource "azurerm_eventhub_namespace" "new" {
   minimum_tls_version           = "1.2"
   public_network_access_enabled = true
   # Local (SAS) auth stays on: how Defender's Streaming API authenticates to the hub is not
-  # documented (see docs/deploy.md). The app itself uses only its managed identity.
+  # documented (see README.md "Deploy to Azure"). The app itself uses only its managed identity.
   local_authentication_enabled = true
   auto_inflate_enabled         = false
   tags                         = var.tags

@@ -13,13 +13,13 @@ variable "location" {
 }
 
 variable "name_prefix" {
-  description = "Lowercase letters and digits, 2-8 characters, that start every resource name."
+  description = "2-8 lowercase letters and digits, starting with a letter, that start every resource name."
   type        = string
   default     = "xdr"
 
   validation {
-    condition     = can(regex("^[a-z0-9]{2,8}$", var.name_prefix))
-    error_message = "name_prefix: 2-8 lowercase letters and digits."
+    condition     = can(regex("^[a-z][a-z0-9]{1,7}$", var.name_prefix))
+    error_message = "name_prefix: 2-8 lowercase letters and digits, starting with a letter."
   }
 }
 

@@ -54,7 +54,7 @@ resource newNamespace 'Microsoft.EventHub/namespaces@2024-01-01' = if (createEve
     capacity: capacity
   }
   // Local (SAS) auth stays on: how Defender's Streaming API authenticates to the hub is not
-  // documented (see docs/deploy.md). The app itself uses only its managed identity.
+  // documented (see README.md "Deploy to Azure"). The app itself uses only its managed identity.
   properties: {
     minimumTlsVersion: '1.2'
     publicNetworkAccess: 'Enabled'
