@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""The same job as `xdr-ingest ingest`, done by DuckDB, for the side-by-side benchmark:
+read JSON lines, explode Event Hub envelopes, route by category, typed columns per table
+(types from registry/tables.json), the raw record kept, zstd Parquet per table, bad records
+apart (not JSON, unknown category, no parseable Timestamp). Prints rows per table as JSON.
+
+usage: duckdb_job.py <form: storage|eventhub> <out dir> <input files...>
+"""
+import json
+import os
+import sys
+
+import duckdb
+
+TYPES = {"string": "VARCHAR", "guid": "VARCHAR", "dynamic": "JSON", "long": "BIGINT",
+         "int": "INTEGER", "bool": "BOOLEAN", "real": "DOUBLE", "double": "DOUBLE",
+         "datetime": "TIMESTAMPTZ"}
+
+
+def main():
+    form, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    here = os.path.dirname(os.path.abspath(__file__))
+    registry = json.load(open(os.path.join(here, "..", "registry", "tables.json")))
+    os.makedirs(out, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = false")
+    file_list = "[" + ",".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    # one VARCHAR per line: a delimiter and quote that never occur
+    con.execute(f"""
+        CREATE TEMP TABLE lines AS
+        SELECT line FROM read_csv({file_list}, columns = {{'line': 'VARCHAR'}}, delim = '\\x01',
+                                  quote = '', escape = '', header = false, auto_detect = false,
+                                  ignore_errors = true, null_padding = false)
+        WHERE line IS NOT NULL AND trim(line) <> ''""")
+    if form == "eventhub":
+        con.execute("""
+            CREATE TEMP TABLE recs AS
+            SELECT r::VARCHAR AS raw FROM (
+              SELECT unnest(CAST(json_extract(line, '$.records') AS JSON[])) AS r
+              FROM lines WHERE json_valid(line))""")
+        con.execute("CREATE TEMP TABLE bad AS SELECT line AS raw FROM lines WHERE NOT json_valid(line)")
+    else:
+        con.execute("CREATE TEMP TABLE recs AS SELECT line AS raw FROM lines WHERE json_valid(line)")
+        con.execute("CREATE TEMP TABLE bad AS SELECT line AS raw FROM lines WHERE NOT json_valid(line)")
+    con.execute("""
+        CREATE TEMP TABLE routed AS
+        SELECT raw, raw::JSON AS j, json_extract_string(raw, '$.category') AS category FROM recs""")
+    counts = {}
+    for t in registry["tables"]:
+        cols = []
+        for c in t["columns"]:
+            name = c["name"].replace('"', '""')
+            path = "$.properties." + json.dumps(c["name"])
+            if c["type"] == "dynamic":
+                expr = f"json_extract(j, '{path}')"
+            elif c["type"] in ("string", "guid"):
+                expr = f"json_extract_string(j, '{path}')"
+            else:
+                expr = f"TRY_CAST(json_extract_string(j, '{path}') AS {TYPES[c['type']]})"
+            cols.append(f'{expr} AS "{name}"')
+        cols += ["raw AS _raw", "json_extract_string(j, '$.tenantId') AS _tenant_id",
+                 "TRY_CAST(json_extract_string(j, '$.time') AS TIMESTAMPTZ) AS _time"]
+        cat = t["category"].replace("'", "''")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE typed AS
+                        SELECT {', '.join(cols)} FROM routed WHERE category = '{cat}'""")
+        con.execute("INSERT INTO bad SELECT _raw FROM typed WHERE \"Timestamp\" IS NULL")
+        n = con.execute('SELECT count(*) FROM typed WHERE "Timestamp" IS NOT NULL').fetchone()[0]
+        if n:
+            con.execute(f"""COPY (SELECT * FROM typed WHERE "Timestamp" IS NOT NULL)
+                            TO '{out}/{t['name']}.parquet' (FORMAT parquet, COMPRESSION zstd)""")
+            counts[t["name"]] = n
+    known = ",".join("'" + t["category"] + "'" for t in registry["tables"])
+    con.execute(f"INSERT INTO bad SELECT raw FROM routed WHERE category IS NULL OR category NOT IN ({known})")
+    counts["_bad"] = con.execute("SELECT count(*) FROM bad").fetchone()[0]
+    con.execute(f"COPY bad TO '{out}/_bad.parquet' (FORMAT parquet, COMPRESSION zstd)")
+    print(json.dumps(counts, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
