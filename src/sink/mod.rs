@@ -240,7 +240,7 @@ impl Lake {
         let results = futures::future::join_all(jobs.iter().map(|(h, b)| async move {
             (
                 h.name().to_owned(),
-                h.append_exactly_once(b, meta::POSITION, source.as_str())
+                h.append_exactly_once(b, meta::POSITION, meta::SOURCE)
                     .await,
             )
         }))

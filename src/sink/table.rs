@@ -43,6 +43,9 @@ struct State {
     /// Txn version per app id, exact as of `table.version()`. Ids not in the map are looked
     /// up through the kernel once, then kept current by scanning each new commit.
     txns: HashMap<String, Option<i64>>,
+    /// The map holds every app id of the table (we have seen its log from version 0), so an
+    /// id not in it has no txn and needs no kernel lookup.
+    complete: bool,
 }
 
 /// A lazily opened, cached Delta table.
@@ -157,9 +160,12 @@ impl TableHandle {
         match slot {
             None => {
                 let table = self.open_or_create().await?;
+                // version 0 is the create commit, which carries no txn
+                let complete = table.version() == Some(0);
                 *slot = Some(State {
                     table,
                     txns: HashMap::new(),
+                    complete,
                 });
             }
             Some(st) => {
@@ -179,9 +185,10 @@ impl TableHandle {
     async fn advance_txns(&self, st: &mut State, old: Option<u64>) {
         let (Some(old), Some(new)) = (old, st.table.version()) else {
             st.txns.clear();
+            st.complete = false;
             return;
         };
-        if new <= old || st.txns.is_empty() {
+        if new <= old || (st.txns.is_empty() && !st.complete) {
             return;
         }
         let log = st.table.log_store();
@@ -199,6 +206,7 @@ impl TableHandle {
                 }
                 _ => {
                     st.txns.clear();
+                    st.complete = false;
                     return;
                 }
             }
@@ -208,6 +216,9 @@ impl TableHandle {
     async fn watermark(&self, st: &mut State, source: &str) -> Result<Option<i64>, SinkError> {
         if let Some(v) = st.txns.get(source) {
             return Ok(*v);
+        }
+        if st.complete {
+            return Ok(None);
         }
         let t0 = Instant::now();
         let snapshot = st.table.snapshot().map_err(|e| self.err(e))?;
@@ -235,54 +246,82 @@ impl TableHandle {
         Ok(guard.as_ref().expect("refreshed").table.clone())
     }
 
-    /// Appends `batch` exactly once for `source`: rows whose position is at or below the
-    /// table's txn watermark for `source` are dropped, the rest is committed together with
-    /// `txn(source, max position)` against the snapshot the watermark was read from.
+    /// Appends `batch` exactly once: rows may come from several sources (`source_column`);
+    /// a row whose position is at or below its source's txn watermark in this table is
+    /// dropped, the rest is committed with one `txn(source, max position)` per source that has
+    /// rows, against the snapshot the watermarks were read from.
     pub async fn append_exactly_once(
         &self,
         batch: &RecordBatch,
         position_column: &str,
-        source: &str,
+        source_column: &str,
     ) -> Result<AppendOutcome, SinkError> {
         let total = batch.num_rows() as u64;
-        let positions = batch
-            .column_by_name(position_column)
-            .ok_or_else(|| {
-                SinkError::Schema(format!("{}: batch has no {position_column}", self.name))
-            })?
-            .as_primitive::<Int64Type>()
-            .clone();
-        let Some(max_pos) = deltalake::arrow::compute::max(&positions) else {
-            return Ok(AppendOutcome::default());
+        let col = |name: &str| {
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                SinkError::Schema(format!("{}: batch has no {name}", self.name))
+            })
         };
-        let min_pos = deltalake::arrow::compute::min(&positions).unwrap_or(max_pos);
+        let positions = col(position_column)?.as_primitive::<Int64Type>().clone();
+        let sources = col(source_column)?.as_string::<i32>().clone();
+        // highest position per source
+        let mut max_by_source: HashMap<&str, i64> = HashMap::new();
+        for (s, p) in sources.iter().zip(positions.iter()) {
+            if let (Some(s), Some(p)) = (s, p) {
+                let m = max_by_source.entry(s).or_insert(p);
+                *m = (*m).max(p);
+            }
+        }
+        if max_by_source.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
         let mut outcome = AppendOutcome::default();
         for attempt in 0..MAX_CONFLICT_REDOS {
-            // Read the watermark and take the snapshot under the lock; write without it.
-            let (mut table, watermark) = {
+            // Read the watermarks and take the snapshot under the lock; write without it.
+            let (mut table, watermarks) = {
                 let mut guard = self.state.lock().await;
                 self.refresh(&mut guard).await?;
                 let st = guard.as_mut().expect("refreshed");
-                let w = self.watermark(st, source).await?;
-                (st.table.clone(), w.unwrap_or(-1))
+                let mut w: HashMap<&str, i64> = HashMap::with_capacity(max_by_source.len());
+                for s in max_by_source.keys() {
+                    w.insert(s, self.watermark(st, s).await?.unwrap_or(-1));
+                }
+                (st.table.clone(), w)
             };
-            if watermark >= max_pos {
+            let keep: BooleanArray = sources
+                .iter()
+                .zip(positions.iter())
+                .map(|(s, p)| match (s, p) {
+                    (Some(s), Some(p)) => Some(p > watermarks.get(s).copied().unwrap_or(-1)),
+                    _ => Some(false),
+                })
+                .collect();
+            let written = keep.true_count() as u64;
+            if written == 0 {
                 outcome.already_present = total;
                 return Ok(outcome);
             }
-            let rows = if watermark >= min_pos {
-                let mask: BooleanArray =
-                    positions.iter().map(|p| p.map(|p| p > watermark)).collect();
-                filter_record_batch(batch, &mask)?
-            } else {
+            let rows = if written == total {
                 batch.clone()
+            } else {
+                filter_record_batch(batch, &keep)?
             };
-            let written = rows.num_rows() as u64;
+            // a txn for every source that has rows here
+            let kept_sources = rows.column_by_name(source_column).map(|c| c.as_string::<i32>().clone());
+            let mut txns: Vec<(String, i64)> = Vec::new();
+            if let Some(ks) = kept_sources {
+                let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+                for s in ks.iter().flatten() {
+                    if seen.insert(s) {
+                        txns.push((s.to_owned(), max_by_source[s]));
+                    }
+                }
+            }
             let started = Instant::now();
-            match self.commit(&mut table, rows, source, max_pos).await {
+            match self.commit(&mut table, rows, &txns).await {
                 Ok(version) => {
                     tracing::debug!(
-                        table = %self.name, source, version, rows = written,
+                        table = %self.name, sources = txns.len(), version, rows = written,
                         ms = started.elapsed().as_millis() as u64, "committed"
                     );
                     self.install(table).await;
@@ -292,9 +331,9 @@ impl TableHandle {
                     return Ok(outcome);
                 }
                 Err(e) if is_conflict(&e) => {
-                    // Another writer committed this source meanwhile (it may have written
-                    // these rows), or changed the table: reload, re-read the watermark, redo.
-                    tracing::info!(table = %self.name, source, attempt, error = %e, "commit conflict; redoing against the new snapshot");
+                    // Another writer committed one of these sources meanwhile (it may have
+                    // written these rows), or changed the table: reload, re-read, redo.
+                    tracing::info!(table = %self.name, attempt, error = %e, "commit conflict; redoing against the new snapshot");
                     outcome.redone += 1;
                     continue;
                 }
@@ -311,16 +350,15 @@ impl TableHandle {
         &self,
         table: &mut DeltaTable,
         rows: RecordBatch,
-        source: &str,
-        version: i64,
+        txns: &[(String, i64)],
     ) -> Result<u64, DeltaTableError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let props = CommitProperties::default()
-            .with_application_transaction(Transaction::new_with_last_update(
-                source,
-                version,
-                Some(now_ms),
-            ))
+            .with_application_transactions(
+                txns.iter()
+                    .map(|(s, v)| Transaction::new_with_last_update(s, *v, Some(now_ms)))
+                    .collect(),
+            )
             .with_max_retries(self.settings.commit_retries)
             .with_create_checkpoint(self.settings.checkpoint_on_commit);
         let mut writer = RecordBatchWriter::for_table(table)?

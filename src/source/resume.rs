@@ -76,6 +76,6 @@ pub async fn record_run(
 ) -> Result<AppendOutcome, SinkError> {
     let batch = run_batch(source, start, end, stats, started_at)?;
     lake.ingest_runs()?
-        .append_exactly_once(&batch, "end_position", source.as_str())
+        .append_exactly_once(&batch, "end_position", "source")
         .await
 }
