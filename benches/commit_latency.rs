@@ -58,14 +58,21 @@ fn main() {
             })
             .collect();
         let t = Instant::now();
-        rt.block_on(ingest_units(&lake, &source, &units, &cfg)).expect("ingest");
+        rt.block_on(ingest_units(&lake, &source, &units, &cfg))
+            .expect("ingest");
         t.elapsed()
     };
     // 100 records per batch, spread over all tables or all in one
     let all = |k: usize| -> Vec<String> {
-        (0..100).map(|i| record(tables[i % tables.len()], k * 100 + i)).collect()
+        (0..100)
+            .map(|i| record(tables[i % tables.len()], k * 100 + i))
+            .collect()
     };
-    let one = |k: usize| -> Vec<String> { (0..100).map(|i| record("DeviceProcessEvents", k * 100 + i)).collect() };
+    let one = |k: usize| -> Vec<String> {
+        (0..100)
+            .map(|i| record("DeviceProcessEvents", k * 100 + i))
+            .collect()
+    };
     run(all(0)); // creates the tables and warms the caches
     let mut t1 = vec![];
     let mut t26 = vec![];

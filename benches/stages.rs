@@ -28,7 +28,8 @@ fn main() {
     write_dataset(dir.path(), Form::Both, &opts).expect("generate");
     for form in ["storage", "eventhub"] {
         let mut text = Vec::new();
-        for f in xdr_ingest::source::file::collect_inputs(&[dir.path().join(form)]).expect("inputs") {
+        for f in xdr_ingest::source::file::collect_inputs(&[dir.path().join(form)]).expect("inputs")
+        {
             text.extend(std::fs::read(f).expect("read"));
         }
         let mut units = Vec::new();
@@ -66,7 +67,11 @@ fn main() {
         for _ in 0..iters {
             built = Some(build(&units, &cfg, &ctx).expect("build"));
         }
-        report("decode+typed+rules", t.elapsed().as_secs_f64() / iters as f64, n);
+        report(
+            "decode+typed+rules",
+            t.elapsed().as_secs_f64() / iters as f64,
+            n,
+        );
 
         let built = built.expect("built");
         let t = Instant::now();
@@ -75,14 +80,23 @@ fn main() {
             bytes = 0;
             for (_, batch) in &built.typed {
                 let mut buf = Vec::new();
-                let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(writer_properties()))
-                    .expect("writer");
+                let mut w =
+                    ArrowWriter::try_new(&mut buf, batch.schema(), Some(writer_properties()))
+                        .expect("writer");
                 w.write(batch).expect("write");
                 w.close().expect("close");
                 bytes += buf.len();
             }
         }
-        report("parquet (zstd)", t.elapsed().as_secs_f64() / iters as f64, n);
-        println!("{form:<9} {:<22} {:>8.1} MB of Parquet for {mb:.1} MB of input", "", bytes as f64 / 1e6);
+        report(
+            "parquet (zstd)",
+            t.elapsed().as_secs_f64() / iters as f64,
+            n,
+        );
+        println!(
+            "{form:<9} {:<22} {:>8.1} MB of Parquet for {mb:.1} MB of input",
+            "",
+            bytes as f64 / 1e6
+        );
     }
 }

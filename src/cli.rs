@@ -20,7 +20,7 @@ use crate::quality::Rules;
 use crate::sink::inspect::{TableInfo, lake_info};
 use crate::sink::{Lake, LakeSettings};
 use crate::source::file::{
-    DEFAULT_CHUNK_BYTES, FileOptions, FileOutcome, collect_inputs, ingest_file,
+    DEFAULT_CHUNK_BYTES, FileOptions, IngestRun, collect_inputs, ingest_files,
 };
 
 #[derive(Parser)]
@@ -253,26 +253,19 @@ async fn cmd_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         .sum();
     let bar = progress_bar(total, a.json);
     let started = Instant::now();
-    let mut outcomes: Vec<FileOutcome> = Vec::new();
-    let mut done_before = 0u64;
-    for f in &files {
+    let mut progress = {
         let bar = bar.clone();
-        let base = done_before;
-        let mut progress = move |read: u64| {
+        move |read: u64| {
             if let Some(b) = &bar {
-                b.set_position(base + read)
+                b.set_position(read)
             }
-        };
-        let o = ingest_file(&lake, f, &cfg, &opts, &mut progress)
-            .await
-            .with_context(|| format!("ingesting {}", f.display()))?;
-        done_before += std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-        outcomes.push(o);
-    }
+        }
+    };
+    let run = ingest_files(&lake, &files, &cfg, &opts, &mut progress).await?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let summary = summarize(&lake, &outcomes, started.elapsed().as_secs_f64());
+    let summary = summarize(&lake, &run, started.elapsed().as_secs_f64());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -294,21 +287,19 @@ fn progress_bar(total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
     Some(b)
 }
 
-fn summarize(lake: &Lake, outcomes: &[FileOutcome], seconds: f64) -> IngestSummary {
+fn summarize(lake: &Lake, run: &IngestRun, seconds: f64) -> IngestSummary {
     let mut stats = BatchStats::default();
     let mut notes = Vec::new();
-    let (mut written, mut present) = (0, 0);
-    for o in outcomes {
+    let (written, present) = (run.written, run.already_present);
+    for o in &run.files {
         stats.add(&o.stats);
-        written += o.written;
-        present += o.already_present;
         if let Some(n) = &o.note {
             notes.push(format!("{}: {n}", o.path.display()));
         }
     }
     IngestSummary {
         lake: lake.root().to_string(),
-        files: outcomes.len(),
+        files: run.files.len(),
         bytes: stats.bytes,
         seconds,
         records: stats.records,

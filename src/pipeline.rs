@@ -246,18 +246,17 @@ pub async fn ingest_units(
     let t0 = Instant::now();
     let built = build(units, cfg, &ctx)?;
     let build_ms = t0.elapsed().as_millis() as u64;
-    commit_built(lake, source, built, build_ms).await
+    commit_built(lake, built, build_ms).await
 }
 
 /// Commits what [`build`] produced.
 pub async fn commit_built(
     lake: &Lake,
-    source: &SourceId,
     built: Built,
     build_ms: u64,
 ) -> Result<BatchReport, PipelineError> {
     let t1 = Instant::now();
-    let commit = lake.commit(source, built.typed, Some(built.dead)).await?;
+    let commit = lake.commit(built.typed, Some(built.dead)).await?;
     Ok(BatchReport {
         stats: built.stats,
         commit,

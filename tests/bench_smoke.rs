@@ -10,12 +10,24 @@ fn compare_script_runs_on_a_tiny_dataset() {
     let out = tempfile::tempdir().unwrap();
     let o = Command::new("bash")
         .arg(format!("{root}/bench/compare.sh"))
-        .args(["--bin", env!("CARGO_BIN_EXE_xdr-ingest"), "--mb", "1", "--runs", "1", "--out"])
+        .args([
+            "--bin",
+            env!("CARGO_BIN_EXE_xdr-ingest"),
+            "--mb",
+            "1",
+            "--runs",
+            "1",
+            "--out",
+        ])
         .arg(out.path())
         .output()
         .expect("run bench/compare.sh");
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(stdout.contains("rows per table: identical"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();

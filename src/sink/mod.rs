@@ -217,12 +217,12 @@ impl Lake {
         }
     }
 
-    /// Commits every table's rows of one batch, in parallel, each exactly once for `source`.
-    /// Returns when all have committed; on error some tables may have committed, which a
-    /// redelivery of the same batch heals (their rows are filtered by the watermark).
+    /// Commits every table's rows of one batch, in parallel, each exactly once per source
+    /// (the rows' `_source`). Returns when all have committed; on error some tables may have
+    /// committed, which a redelivery of the same data heals (their rows are filtered by the
+    /// watermarks).
     pub async fn commit(
         &self,
-        source: &SourceId,
         typed: Vec<(Category, RecordBatch)>,
         dead: Option<RecordBatch>,
     ) -> Result<CommitReport, SinkError> {
@@ -240,8 +240,7 @@ impl Lake {
         let results = futures::future::join_all(jobs.iter().map(|(h, b)| async move {
             (
                 h.name().to_owned(),
-                h.append_exactly_once(b, meta::POSITION, meta::SOURCE)
-                    .await,
+                h.append_exactly_once(b, meta::POSITION, meta::SOURCE).await,
             )
         }))
         .await;
@@ -253,7 +252,7 @@ impl Lake {
                     report.tables.insert(name, o);
                 }
                 Err(e) => {
-                    tracing::error!(table = %name, source = %source, error = %e, "commit failed");
+                    tracing::error!(table = %name, error = %e, "commit failed");
                     first_err.get_or_insert(e);
                 }
             }

@@ -258,9 +258,10 @@ impl TableHandle {
     ) -> Result<AppendOutcome, SinkError> {
         let total = batch.num_rows() as u64;
         let col = |name: &str| {
-            batch.column_by_name(name).cloned().ok_or_else(|| {
-                SinkError::Schema(format!("{}: batch has no {name}", self.name))
-            })
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| SinkError::Schema(format!("{}: batch has no {name}", self.name)))
         };
         let positions = col(position_column)?.as_primitive::<Int64Type>().clone();
         let sources = col(source_column)?.as_string::<i32>().clone();
@@ -307,7 +308,9 @@ impl TableHandle {
                 filter_record_batch(batch, &keep)?
             };
             // a txn for every source that has rows here
-            let kept_sources = rows.column_by_name(source_column).map(|c| c.as_string::<i32>().clone());
+            let kept_sources = rows
+                .column_by_name(source_column)
+                .map(|c| c.as_string::<i32>().clone());
             let mut txns: Vec<(String, i64)> = Vec::new();
             if let Some(ks) = kept_sources {
                 let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();

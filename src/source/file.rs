@@ -5,11 +5,18 @@
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::concat_batches;
+
 use super::lines::Chunker;
-use super::resume::{ingest_chunk, resume_offset};
-use crate::model::SourceId;
-use crate::pipeline::{BatchStats, PipelineConfig, PipelineError};
+use super::resume::{RunRow, record_runs, resume_offset};
+use crate::model::{Category, SourceId};
+use crate::pipeline::{BatchStats, PipelineConfig, PipelineError, build};
+use crate::registry::dead_letter_schema;
 use crate::sink::Lake;
+use crate::typed::BuildContext;
 
 /// Default chunk size: one commit per table per this many input bytes.
 pub const DEFAULT_CHUNK_BYTES: usize = 32 * 1024 * 1024;
@@ -95,8 +102,7 @@ impl Default for FileOptions {
     }
 }
 
-/// Ingests one local file from its watermark. A local file is taken as complete: an
-/// unterminated last line is a record. `progress` is told the bytes read so far.
+/// Ingests one local file from its watermark (see [`ingest_files`]).
 pub async fn ingest_file(
     lake: &Lake,
     path: &Path,
@@ -104,61 +110,164 @@ pub async fn ingest_file(
     opts: &FileOptions,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<FileOutcome, IngestError> {
-    let io = |source: std::io::Error| IngestError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let abs = path.canonicalize().map_err(io)?;
-    let source = SourceId::file(&abs);
-    let start = resume_offset(lake, &source).await?;
-    let mut outcome = FileOutcome {
-        path: path.to_path_buf(),
-        source: source.to_string(),
-        start,
-        end: start,
-        ..Default::default()
-    };
-    let mut file = std::fs::File::open(&abs).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len() as i64;
-    if len < start {
-        outcome.note = Some(format!(
-            "file is {len} bytes but {start} were already ingested; it was rewritten, not appended: skipped"
-        ));
-        tracing::warn!(path = %path.display(), len, watermark = start, "file shrank; skipped");
-        return Ok(outcome);
+    let mut run = ingest_files(lake, &[path.to_path_buf()], cfg, opts, progress).await?;
+    let mut o = run.files.pop().unwrap_or_default();
+    o.written = run.written;
+    o.already_present = run.already_present;
+    Ok(o)
+}
+
+/// What ingesting a set of files did.
+#[derive(Debug, Default)]
+pub struct IngestRun {
+    pub files: Vec<FileOutcome>,
+    /// Rows written now, and rows dropped because the lake already had them.
+    pub written: u64,
+    pub already_present: u64,
+}
+
+/// Built chunks of one or more files waiting for one commit per table.
+#[derive(Default)]
+struct Pending {
+    /// (file index, source, chunk start, end, stats, started at)
+    runs: Vec<(usize, SourceId, i64, i64, BatchStats, i64)>,
+    typed: BTreeMap<Category, Vec<RecordBatch>>,
+    dead: Vec<RecordBatch>,
+    bytes: usize,
+}
+
+/// Commits what is pending: every table once (rows of several files, a txn per file), then
+/// the run rows of all its chunks in one `_ingest_runs` commit.
+async fn flush(lake: &Lake, p: &mut Pending, run: &mut IngestRun) -> Result<(), IngestError> {
+    if p.runs.is_empty() {
+        return Ok(());
     }
-    if len == start {
-        return Ok(outcome);
+    let pending = std::mem::take(p);
+    let mut typed = Vec::new();
+    for (cat, batches) in pending.typed {
+        let batch = concat_batches(&cat.table().arrow_schema(), &batches)
+            .map_err(|e| IngestError::Pipeline(PipelineError::Arrow(e)))?;
+        typed.push((cat, batch));
     }
-    file.seek(SeekFrom::Start(start as u64)).map_err(io)?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut chunker = Chunker::new(start, cfg.max_record_bytes, opts.chunk_bytes);
+    let dead = concat_batches(&dead_letter_schema(), &pending.dead)
+        .map_err(|e| IngestError::Pipeline(PipelineError::Arrow(e)))?;
+    let report = lake.commit(typed, Some(dead)).await?;
+    run.written += report.written();
+    run.already_present += report.already_present();
+    let rows: Vec<RunRow> = pending
+        .runs
+        .iter()
+        .map(|(_, source, start, end, stats, started_at)| RunRow {
+            source,
+            start: *start,
+            end: *end,
+            stats,
+            started_at: *started_at,
+        })
+        .collect();
+    record_runs(lake, &rows).await?;
+    for (idx, _, _, end, stats, _) in &pending.runs {
+        let o = &mut run.files[*idx];
+        o.stats.add(stats);
+        o.chunks += 1;
+        o.end = o.end.max(*end);
+    }
+    Ok(())
+}
+
+/// Ingests files, each from its own watermark. A local file is taken as complete: an
+/// unterminated last line is a record. Chunks of consecutive files are committed together
+/// (up to `chunk_bytes` of input per commit), so many small files (hourly blobs per table)
+/// cost a few commits, not two per file. `progress` is told the bytes read so far.
+pub async fn ingest_files(
+    lake: &Lake,
+    paths: &[PathBuf],
+    cfg: &PipelineConfig,
+    opts: &FileOptions,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<IngestRun, IngestError> {
+    let mut run = IngestRun::default();
+    let mut pending = Pending::default();
     let mut read = 0u64;
-    loop {
-        let buf = reader.fill_buf().map_err(io)?;
-        let eof = buf.is_empty();
-        if eof {
-            chunker.end_of_input(true);
-        } else {
-            let n = chunker.feed(buf);
-            reader.consume(n);
-            read += n as u64;
+    for (idx, path) in paths.iter().enumerate() {
+        let io = |source: std::io::Error| IngestError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let abs = path.canonicalize().map_err(io)?;
+        let source = SourceId::file(&abs);
+        let start = resume_offset(lake, &source).await?;
+        run.files.push(FileOutcome {
+            path: path.to_path_buf(),
+            source: source.to_string(),
+            start,
+            end: start,
+            ..Default::default()
+        });
+        let mut file = std::fs::File::open(&abs).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len() as i64;
+        if len < start {
+            run.files[idx].note = Some(format!(
+                "file is {len} bytes but {start} were already ingested; it was rewritten, not appended: skipped"
+            ));
+            tracing::warn!(path = %path.display(), len, watermark = start, "file shrank; skipped");
+            continue;
         }
-        if eof || chunker.is_full() {
-            let chunk = chunker.take();
-            if chunk.end > chunk.start {
-                let report = ingest_chunk(lake, &source, &chunk, cfg).await?;
-                outcome.stats.add(&report.stats);
-                outcome.written += report.commit.written();
-                outcome.already_present += report.commit.already_present();
-                outcome.chunks += 1;
-                outcome.end = chunk.end;
-                progress(read);
+        if len == start {
+            continue;
+        }
+        file.seek(SeekFrom::Start(start as u64)).map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut chunker = Chunker::new(start, cfg.max_record_bytes, opts.chunk_bytes);
+        loop {
+            let buf = reader.fill_buf().map_err(io)?;
+            let eof = buf.is_empty();
+            if eof {
+                chunker.end_of_input(true);
+            } else {
+                let n = chunker.feed(buf);
+                reader.consume(n);
+                read += n as u64;
+            }
+            if eof || chunker.is_full() {
+                let chunk = chunker.take();
+                if chunk.end > chunk.start {
+                    let started_at = chrono::Utc::now().timestamp_micros();
+                    let ctx = BuildContext::now(source.as_str(), cfg.retention_days);
+                    let built = build(&chunk.units(), cfg, &ctx)
+                        .map_err(|e| IngestError::Pipeline(PipelineError::Arrow(e)))?;
+                    for (cat, b) in built.typed {
+                        if b.num_rows() > 0 {
+                            pending.typed.entry(cat).or_default().push(b);
+                        }
+                    }
+                    pending.dead.push(built.dead);
+                    pending.bytes += chunk.bytes() as usize;
+                    pending.runs.push((
+                        idx,
+                        source.clone(),
+                        chunk.start,
+                        chunk.end,
+                        built.stats,
+                        started_at,
+                    ));
+                    if pending.bytes >= opts.chunk_bytes
+                        || pending.runs.len() >= MAX_SOURCES_PER_COMMIT
+                    {
+                        flush(lake, &mut pending, &mut run).await?;
+                        progress(read);
+                    }
+                }
+            }
+            if eof {
+                break;
             }
         }
-        if eof {
-            break;
-        }
     }
-    Ok(outcome)
+    flush(lake, &mut pending, &mut run).await?;
+    progress(read);
+    Ok(run)
 }
+
+/// At most this many chunks (and so txns) in one commit.
+const MAX_SOURCES_PER_COMMIT: usize = 512;

@@ -34,38 +34,60 @@ pub async fn ingest_chunk(
     Ok(report)
 }
 
-fn run_batch(
-    source: &SourceId,
-    start: i64,
-    end: i64,
-    stats: &BatchStats,
-    started_at: i64,
-) -> Result<RecordBatch, ArrowError> {
+/// One `_ingest_runs` row: a chunk `[start, end)` of `source` that has committed.
+pub struct RunRow<'a> {
+    pub source: &'a SourceId,
+    pub start: i64,
+    pub end: i64,
+    pub stats: &'a BatchStats,
+    pub started_at: i64,
+}
+
+fn run_batch(rows: &[RunRow<'_>]) -> Result<RecordBatch, ArrowError> {
     let finished = chrono::Utc::now().timestamp_micros();
-    let by_table = serde_json::to_string(&stats.typed_rows).unwrap_or_else(|_| "{}".into());
-    let ts = |v: i64| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC"))
+    let ints = |f: &dyn Fn(&RunRow) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
     };
-    let i = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
+    let ts = |f: &dyn Fn(&RunRow) -> i64| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(f).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        )
+    };
     RecordBatch::try_new(
         ingest_runs_schema(),
         vec![
-            Arc::new(StringArray::from(vec![source.as_str()])),
-            i(start),
-            i(end),
-            i(stats.records as i64),
-            i(stats.typed_total() as i64),
-            i(stats.dead_total() as i64),
-            Arc::new(StringArray::from(vec![by_table])),
-            i(end - start),
-            ts(started_at),
-            ts(finished),
-            i((finished - started_at) / 1000),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.source.as_str()),
+            )),
+            ints(&|r| r.start),
+            ints(&|r| r.end),
+            ints(&|r| r.stats.records as i64),
+            ints(&|r| r.stats.typed_total() as i64),
+            ints(&|r| r.stats.dead_total() as i64),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
+                serde_json::to_string(&r.stats.typed_rows).unwrap_or_else(|_| "{}".into())
+            }))),
+            ints(&|r| r.end - r.start),
+            ts(&|r| r.started_at),
+            ts(&|_| finished),
+            ints(&|r| (finished - r.started_at) / 1000),
         ],
     )
 }
 
-/// Appends the run row with `txn(source, end)`.
+/// Appends run rows (one commit, with `txn(source, end)` per source).
+pub async fn record_runs(lake: &Lake, rows: &[RunRow<'_>]) -> Result<AppendOutcome, SinkError> {
+    if rows.is_empty() {
+        return Ok(AppendOutcome::default());
+    }
+    let batch = run_batch(rows)?;
+    lake.ingest_runs()?
+        .append_exactly_once(&batch, "end_position", "source")
+        .await
+}
+
+/// Appends the run row of one chunk.
 pub async fn record_run(
     lake: &Lake,
     source: &SourceId,
@@ -74,8 +96,15 @@ pub async fn record_run(
     stats: &BatchStats,
     started_at: i64,
 ) -> Result<AppendOutcome, SinkError> {
-    let batch = run_batch(source, start, end, stats, started_at)?;
-    lake.ingest_runs()?
-        .append_exactly_once(&batch, "end_position", "source")
-        .await
+    record_runs(
+        lake,
+        &[RunRow {
+            source,
+            start,
+            end,
+            stats,
+            started_at,
+        }],
+    )
+    .await
 }

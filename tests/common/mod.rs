@@ -10,7 +10,7 @@ use xdr_ingest::deltalake::arrow::datatypes::Int64Type;
 use xdr_ingest::pipeline::{BatchStats, PipelineConfig};
 use xdr_ingest::sink::inspect::{lake_info, read_table};
 use xdr_ingest::sink::{Lake, LakeSettings};
-use xdr_ingest::source::file::{FileOptions, FileOutcome, collect_inputs, ingest_file};
+use xdr_ingest::source::file::{FileOptions, FileOutcome, collect_inputs, ingest_files};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,23 +31,23 @@ pub fn local_lake(dir: &Path) -> Lake {
     Lake::open(dir.to_str().expect("utf-8 path"), LakeSettings::default()).expect("open lake")
 }
 
-/// Ingests every input under `paths` and sums the stats.
+/// Ingests every input under `paths` (as the CLI does: chunks of many files per commit)
+/// and sums the stats.
 pub async fn ingest_paths(
     lake: &Lake,
     paths: &[PathBuf],
     cfg: &PipelineConfig,
     opts: &FileOptions,
 ) -> (BatchStats, Vec<FileOutcome>) {
+    let files = collect_inputs(paths).expect("inputs");
+    let run = ingest_files(lake, &files, cfg, opts, &mut |_| {})
+        .await
+        .expect("ingest");
     let mut total = BatchStats::default();
-    let mut outs = Vec::new();
-    for f in collect_inputs(paths).expect("inputs") {
-        let o = ingest_file(lake, &f, cfg, opts, &mut |_| {})
-            .await
-            .expect("ingest");
+    for o in &run.files {
         total.add(&o.stats);
-        outs.push(o);
     }
-    (total, outs)
+    (total, run.files)
 }
 
 /// Rows per table as the lake's Delta logs count them (file stats).
