@@ -262,9 +262,10 @@ fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Dec
             ));
             return;
         }
-        Some(c) => match serde_json::from_str::<Cow<str>>(c.get()) {
-            Ok(c) => c,
-            Err(_) => {
+        // borrowed, not allocated per record (serde's Cow<str> always owns)
+        Some(c) => match crate::json::as_str(c.get()) {
+            Some(c) => c,
+            None => {
                 out(dead(
                     raw,
                     DeadLetterReason::MissingCategory,

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::decode::Unit;
-use crate::pipeline::{BatchReport, PipelineError, ingest_units};
+use crate::pipeline::{BatchReport, BatchStats, PipelineError, ingest_units};
 use crate::sink::Lake;
 use crate::source::blob::{
     BlobError, BlobReadOptions, BlobRef, BlobStores, ingest_blob, sweep_container,
@@ -119,8 +119,29 @@ fn invocation_id(h: &HeaderMap) -> String {
 }
 
 /// One log line and one structured event per invocation, with the metrics.
-fn summarize(function: &str, id: &str, what: &str, r: &BatchReport, started: Instant) -> String {
-    let s = &r.stats;
+/// What an invocation did, for its summary: one batch, or every chunk of a blob.
+struct Counts<'a> {
+    stats: &'a BatchStats,
+    written: u64,
+    already_present: u64,
+    build_ms: u64,
+    commit_ms: u64,
+}
+
+impl<'a> From<&'a BatchReport> for Counts<'a> {
+    fn from(r: &'a BatchReport) -> Self {
+        Counts {
+            stats: &r.stats,
+            written: r.commit.written(),
+            already_present: r.commit.already_present(),
+            build_ms: r.build_ms,
+            commit_ms: r.commit_ms,
+        }
+    }
+}
+
+fn summarize(function: &str, id: &str, what: &str, r: Counts<'_>, started: Instant) -> String {
+    let s = r.stats;
     let lag_s = s
         .max_event_time
         .map(|t| (chrono::Utc::now().timestamp_micros() - t) as f64 / 1e6);
@@ -132,8 +153,8 @@ fn summarize(function: &str, id: &str, what: &str, r: &BatchReport, started: Ins
         typed_rows = s.typed_total(),
         dead_letters = s.dead_total(),
         rescued_values = s.rescued_total(),
-        rows_written = r.commit.written(),
-        rows_already_present = r.commit.already_present(),
+        rows_written = r.written,
+        rows_already_present = r.already_present,
         bytes = s.bytes,
         build_ms = r.build_ms,
         commit_ms = r.commit_ms,
@@ -150,8 +171,8 @@ fn summarize(function: &str, id: &str, what: &str, r: &BatchReport, started: Ins
         s.dead_total(),
         s.dead_letters,
         s.rescued_total(),
-        r.commit.written(),
-        r.commit.already_present(),
+        r.written,
+        r.already_present,
         s.bytes,
         started.elapsed().as_millis()
     )
@@ -188,7 +209,7 @@ async fn event_hub(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
             "EventHubIngest",
             &id,
             &what,
-            &report,
+            (&report).into(),
             started,
         )))
     }
@@ -266,12 +287,6 @@ async fn blob_ingest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
             opts,
         )
         .await?;
-        let report = BatchReport {
-            stats: o.stats.clone(),
-            commit: Default::default(),
-            build_ms: 0,
-            commit_ms: 0,
-        };
         let what = format!(
             "{} [{}, {}) of {} bytes{}{}",
             o.source,
@@ -285,12 +300,20 @@ async fn blob_ingest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
             },
             if o.final_ { ", final" } else { "" }
         );
-        let mut line = summarize("BlobIngest", &id, &what, &report, started);
-        line.push_str(&format!(
-            "; {} rows written, {} already in the lake",
-            o.written, o.already_present
-        ));
-        Ok(InvocationResponse::log(line))
+        let counts = Counts {
+            stats: &o.stats,
+            written: o.written,
+            already_present: o.already_present,
+            build_ms: 0,
+            commit_ms: 0,
+        };
+        Ok(InvocationResponse::log(summarize(
+            "BlobIngest",
+            &id,
+            &what,
+            counts,
+            started,
+        )))
     }
     .await;
     respond("BlobIngest", &id, r)
