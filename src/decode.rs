@@ -72,7 +72,7 @@ pub enum Decoded<'a> {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
-    records: Option<&'a RawValue>,
+    records: Option<Records<'a>>,
     #[serde(borrow, default)]
     category: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "tenantId")]
@@ -81,6 +81,62 @@ struct Envelope<'a> {
     time: Option<&'a RawValue>,
     #[serde(borrow, default)]
     properties: Option<&'a RawValue>,
+}
+
+/// An Event Hub body's `records`, split into the records' texts while the body is parsed
+/// (one pass over the body, not a second one over the array).
+enum Records<'a> {
+    List(Vec<&'a RawValue>),
+    /// Not an array: the kind of JSON found instead.
+    NotArray(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Records<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Records<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of records")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::with_capacity(a.size_hint().unwrap_or(16));
+                while let Some(r) = a.next_element::<&'de RawValue>()? {
+                    list.push(r);
+                }
+                Ok(Records::List(list))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Records::NotArray("an object"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Records::NotArray("a string"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Records::NotArray("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Records::NotArray("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Records::NotArray("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Records::NotArray("a number"))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Records::NotArray("null"))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 const BOM: &str = "\u{feff}";
@@ -164,16 +220,13 @@ fn decode_text<'a>(
         return 1;
     };
     // An Event Hub body: {"records":[...]}.
-    let list: Vec<&'a RawValue> = match serde_json::from_str(records.get()) {
-        Ok(list) => list,
-        Err(_) => {
+    let list = match records {
+        Records::List(list) => list,
+        Records::NotArray(kind) => {
             out(dead(
                 text,
                 DeadLetterReason::InvalidEnvelope,
-                format!(
-                    "`records` must be an array, found {}",
-                    json_kind(records.get())
-                ),
+                format!("`records` must be an array, found {kind}"),
                 None,
                 0,
             ));

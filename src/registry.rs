@@ -3,6 +3,9 @@
 //! typed table carries.
 
 use std::collections::HashMap;
+
+/// Lookups on the record path (a few per record): a fast, fixed-seed hash instead of SipHash.
+type FastMap<V> = HashMap<String, V, foldhash::fast::FixedState>;
 use std::sync::{Arc, OnceLock};
 
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -67,9 +70,9 @@ pub struct TableDef {
     #[serde(skip)]
     pub index: usize,
     #[serde(skip)]
-    exact: HashMap<String, usize>,
+    exact: FastMap<usize>,
     #[serde(skip)]
-    folded: HashMap<String, usize>,
+    folded: FastMap<usize>,
     #[serde(skip)]
     schema: Option<SchemaRef>,
 }
@@ -172,8 +175,8 @@ pub fn ingest_runs_schema() -> SchemaRef {
 
 pub struct Registry {
     tables: Vec<TableDef>,
-    by_category: HashMap<String, usize>,
-    by_name: HashMap<String, usize>,
+    by_category: FastMap<usize>,
+    by_name: FastMap<usize>,
 }
 
 #[derive(Deserialize)]
@@ -187,8 +190,8 @@ impl Registry {
         // the unit tests below, not an input error.
         let doc: Doc = serde_json::from_str(TABLES_JSON).expect("embedded registry/tables.json");
         let mut tables = doc.tables;
-        let mut by_category = HashMap::new();
-        let mut by_name = HashMap::new();
+        let mut by_category = FastMap::default();
+        let mut by_name = FastMap::default();
         for (i, t) in tables.iter_mut().enumerate() {
             t.index = i;
             let mut fields = Vec::with_capacity(t.columns.len() + 9);
@@ -199,6 +202,8 @@ impl Registry {
             }
             fields.extend(meta_fields());
             t.schema = Some(Arc::new(Schema::new(fields)));
+            // the documented spelling (what Defender sends) and a case-folded fallback
+            by_category.insert(t.category.clone(), i);
             by_category.insert(t.category.to_ascii_lowercase(), i);
             by_name.insert(t.name.to_ascii_lowercase(), i);
         }

@@ -116,6 +116,20 @@ async fn event_hub_batches_land_exactly_once() {
         == "eventhub://xdr-test.servicebus.windows.net/defender/3"
         && (1000..1060).contains(pos)));
 
+    // a batch far above axum's default 2 MB body limit (100 ordinary Defender events are
+    // several MB) lands instead of being refused with 413 and redelivered forever
+    let big: Vec<(i64, String)> = (0..40)
+        .map(|i| {
+            let pad = "x".repeat(100_000);
+            (3000 + i, format!(r#"{{"records":[{{"time":"2026-11-26T09:59:00Z","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-26T09:58:00Z","ProcessCommandLine":"{pad}"}}}}]}}"#))
+        })
+        .collect();
+    let req = eventhub_request("3", &big);
+    assert!(req.to_string().len() > 4_000_000);
+    let (status, resp) = post(&base, "EventHubIngest", &req).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(typed_total(dir.path()).await, 160);
+
     // bad data is a dead letter and a 200, never a 500
     let bad = vec![
         (2000, "not json".to_owned()),

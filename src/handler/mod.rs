@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,6 +50,7 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = DefaultBodyLimit::max(state.settings.max_request_bytes);
     Router::new()
         // the host's readiness probe and pings: any answer will do, at once
         .route("/", get(|| async { "xdr-ingest ready" }))
@@ -58,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/BlobSweep", post(blob_sweep))
         .route("/Replay", post(replay))
         .route("/Maintenance", post(maintenance))
+        .layer(body_limit)
         .with_state(state)
 }
 

@@ -12,6 +12,10 @@ use crate::sink::LakeSettings;
 use crate::source::blob::BlobRef;
 use crate::source::file::DEFAULT_CHUNK_BYTES;
 
+/// Default of `XDR_MAX_REQUEST_BYTES`: 256 MiB (axum's own default, 2 MB, refused a batch of
+/// 100 ordinary Defender events).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+
 /// Characters escaped in a blob URL's path segment (`=` and `.` stay as Defender writes them).
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
@@ -44,6 +48,10 @@ pub struct HandlerSettings {
     pub blob_url_base: Option<String>,
     /// `XDR_CHUNK_BYTES`: bytes of a blob per commit.
     pub chunk_bytes: usize,
+    /// `XDR_MAX_REQUEST_BYTES`: the largest invocation the handler accepts. An Event Hub
+    /// batch of 100 events of up to 1 MB each, JSON-escaped inside the host's request, must
+    /// fit, or the host would redeliver a batch that can never land.
+    pub max_request_bytes: usize,
     /// `XDR_BLOB_GRACE_MINUTES`: a blob is final this long after its hour ends.
     pub grace: Duration,
     /// `XDR_SWEEP_HOURS`: how many closed hours the sweep looks back.
@@ -123,6 +131,11 @@ impl HandlerSettings {
                 "XDR_CHUNK_BYTES",
                 var("XDR_CHUNK_BYTES"),
                 DEFAULT_CHUNK_BYTES,
+            )?,
+            max_request_bytes: num(
+                "XDR_MAX_REQUEST_BYTES",
+                var("XDR_MAX_REQUEST_BYTES"),
+                DEFAULT_MAX_REQUEST_BYTES,
             )?,
             grace: Duration::minutes(num(
                 "XDR_BLOB_GRACE_MINUTES",

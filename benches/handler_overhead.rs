@@ -1,0 +1,197 @@
+//! Handler overhead: the same Event Hub batches through the real binary's `serve` (requests
+//! shaped as the Functions host sends them, over loopback HTTP) and through the library
+//! (`ingest_units`) directly, each into a fresh lake with the handler's lake settings.
+//! Compares CPU seconds: of the `serve` process (from /proc, so the client that sends the
+//! requests is not counted) and of this process for the library path. The first batch of
+//! each path (table creation, caches) is not counted.
+//!
+//! `cargo bench --bench handler_overhead` (~30 MB in batches of 100 events, 3 runs each,
+//! medians); under `cargo test` it runs once on a tiny input so it cannot rot.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use xdr_ingest::decode::Unit;
+use xdr_ingest::generate::{Form, GenerateOptions, write_dataset};
+use xdr_ingest::handler::HandlerSettings;
+use xdr_ingest::model::SourceId;
+use xdr_ingest::pipeline::ingest_units;
+use xdr_ingest::sink::Lake;
+
+const NAMESPACE: &str = "bench.servicebus.windows.net";
+const HUB: &str = "defender";
+
+/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // fields after the command name, which is in parentheses and may hold spaces
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// The host's request for one Event Hub batch (azure-functions.md): arrays JSON-encoded
+/// inside strings, enqueued times without a zone.
+fn request(events: &[(i64, &str)]) -> String {
+    let bodies: Vec<&str> = events.iter().map(|(_, b)| *b).collect();
+    let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
+    let n = events.len();
+    json!({
+        "Data": {"events": serde_json::to_string(&bodies).expect("json")},
+        "Metadata": {
+            "PartitionContext": {"FullyQualifiedNamespace": NAMESPACE, "EventHubName": HUB,
+                                 "ConsumerGroup": "xdr-ingest", "PartitionId": "0", "IsCheckpointingAfterInvocation": true},
+            "PartitionKeyArray": serde_json::to_string(&vec![Value::Null; n]).expect("json"),
+            "OffsetArray": serde_json::to_string(&seqs.iter().map(|s| (s * 4096).to_string()).collect::<Vec<_>>()).expect("json"),
+            "SequenceNumberArray": serde_json::to_string(&seqs).expect("json"),
+            "EnqueuedTimeUtcArray": serde_json::to_string(&vec!["2026-11-26T10:00:01.31"; n]).expect("json"),
+            "PropertiesArray": serde_json::to_string(&vec![json!({}); n]).expect("json"),
+            "sys": {"MethodName": "EventHubIngest", "UtcNow": "2026-11-26T10:00:02.12Z", "RandGuid": "00000000-0000-0000-0000-000000000000"}
+        }
+    })
+    .to_string()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Through the library: CPU seconds of the batches after the first.
+async fn library(batches: &[Vec<(i64, &str)>]) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = HandlerSettings::from_env().expect("settings");
+    let lake = Lake::open(
+        dir.path().to_str().expect("utf-8 path"),
+        settings.lake_settings(),
+    )
+    .expect("lake");
+    let source = SourceId::event_hub(NAMESPACE, HUB, "0");
+    let enqueued = Some(1_795_687_201_310_000);
+    let mut start = 0.0;
+    for (i, b) in batches.iter().enumerate() {
+        if i == 1 {
+            start = cpu_seconds("self");
+        }
+        let units: Vec<Unit<'_>> = b
+            .iter()
+            .map(|(seq, body)| Unit {
+                enqueued_at: enqueued,
+                ..Unit::new(body.as_bytes(), *seq)
+            })
+            .collect();
+        let r = ingest_units(&lake, &source, &units, &settings.pipeline)
+            .await
+            .expect("ingest");
+        assert!(r.stats.conserved());
+    }
+    cpu_seconds("self") - start
+}
+
+/// Through `serve`: CPU seconds of the server process for the batches after the first.
+async fn handler(requests: &[String]) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xdr-ingest"))
+        .arg("serve")
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("XDR_LAKE", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let pid = child.id().to_string();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while client.get(&base).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut start = 0.0;
+    for (i, body) in requests.iter().enumerate() {
+        if i == 1 {
+            start = cpu_seconds(&pid);
+        }
+        let r = client
+            .post(format!("{base}/EventHubIngest"))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        r.bytes().await.expect("response");
+    }
+    let cpu = cpu_seconds(&pid) - start;
+    let _ = child.kill();
+    let _ = child.wait();
+    cpu
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (records, runs) = if full { (10_500, 3) } else { (200, 1) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = GenerateOptions {
+        records,
+        corrupt_rate: 0.001,
+        seed: 11,
+        date: chrono::NaiveDate::from_ymd_opt(2026, 11, 26).expect("date"),
+        small: false,
+    };
+    write_dataset(dir.path(), Form::Eventhub, &opts).expect("generate");
+    let mut text = String::new();
+    for f in
+        xdr_ingest::source::file::collect_inputs(&[dir.path().join("eventhub")]).expect("inputs")
+    {
+        text.push_str(&std::fs::read_to_string(f).expect("read"));
+    }
+    let events: Vec<(i64, &str)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| (i as i64 + 1, l))
+        .collect();
+    // the host's default batch: up to 100 events (host.json maxEventBatchSize); tiny runs
+    // still make several batches
+    let per_batch = if full { 100 } else { 4 };
+    let batches: Vec<Vec<(i64, &str)>> = events.chunks(per_batch).map(|c| c.to_vec()).collect();
+    let requests: Vec<String> = batches.iter().map(|b| request(b)).collect();
+    let mb = text.len() as f64 / 1e6;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut lib, mut srv) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        lib.push(rt.block_on(library(&batches)));
+        srv.push(rt.block_on(handler(&requests)));
+    }
+    let (lib, srv) = (median(lib), median(srv));
+    println!(
+        "handler overhead: {} events in {} batches ({mb:.1} MB), first batch excluded, median of {runs} run(s)",
+        events.len(),
+        batches.len()
+    );
+    println!("  library (ingest_units): {lib:>6.2} CPU s");
+    println!(
+        "  serve (HTTP, host protocol): {srv:>6.2} CPU s = {:+.1} % vs the library",
+        (srv / lib.max(1e-9) - 1.0) * 100.0
+    );
+}
