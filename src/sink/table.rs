@@ -28,8 +28,18 @@ use super::{LakeSettings, SinkError};
 /// columns are what queries and audits filter on; statistics of every column (the Delta
 /// default: the first 32) made each commit re-read a wide stats struct of every file of the
 /// table (delta-rs rebuilds its file list after each commit), which came to a quarter of the
-/// CPU of a 2 GB run. Columns a table lacks are ignored.
-const STATS_COLUMNS: &str = "Timestamp,_time,_source,_position,_ingested_at";
+/// CPU of a 2 GB run. The last three are `_ingest_runs`'. Only the ones a table has are listed
+/// in its property (the kernel warns on every snapshot about a listed column it lacks).
+const STATS_COLUMNS: [&str; 8] = [
+    "Timestamp",
+    "_time",
+    "_source",
+    "_position",
+    "_ingested_at",
+    "source",
+    "end_position",
+    "finished_at",
+];
 
 /// How often an append is redone after another writer committed the same source first.
 const MAX_CONFLICT_REDOS: usize = 50;
@@ -100,6 +110,16 @@ impl TableHandle {
         }
     }
 
+    /// `delta.dataSkippingStatsColumns` of this table: [`STATS_COLUMNS`] that it has.
+    fn stats_columns(&self) -> String {
+        STATS_COLUMNS
+            .iter()
+            .filter(|c| self.schema.field_with_name(c).is_ok())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn builder(&self) -> Result<DeltaTableBuilder, SinkError> {
         let mut b = DeltaTableBuilder::from_url(self.url.clone())
             .map_err(|e| self.err(e))?
@@ -147,7 +167,7 @@ impl TableHandle {
             )
             .with_configuration_property(
                 TableProperty::DataSkippingStatsColumns,
-                Some(STATS_COLUMNS.to_owned()),
+                Some(self.stats_columns()),
             )
             .with_save_mode(SaveMode::Ignore)
             // Without a read snapshot delta-rs would retry a lost create race as version 1, a
