@@ -3,13 +3,13 @@
 //! typed table carries.
 
 use std::collections::HashMap;
-
-/// Lookups on the record path (a few per record): a fast, fixed-seed hash instead of SipHash.
-type FastMap<V> = HashMap<String, V, foldhash::fast::FixedState>;
 use std::sync::{Arc, OnceLock};
 
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
+
+/// Lookups on the record path (a few per record): a fast, fixed-seed hash instead of SipHash.
+type FastMap<V> = HashMap<String, V, foldhash::fast::FixedState>;
 
 /// The embedded registry document (derived from Defender's schema pages by
 /// `tools/build_registry.py`).

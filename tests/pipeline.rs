@@ -401,3 +401,44 @@ async fn hostile_input_lands_where_design_says() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_spanning_several_dates_lands_in_each_partition() {
+    // one batch, one table, three event dates (today, yesterday, three days ago): the sink's
+    // one-partition fast path must not apply; delta-rs splits the batch by `_date`
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let mut text = String::new();
+    for (i, days) in [0i64, 1, 3, 1, 0].iter().enumerate() {
+        let ts = (now - chrono::Duration::days(*days)).format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        text.push_str(&format!(
+            r#"{{"time":"{ts}","tenantId":"t","category":"AdvancedHunting-DeviceEvents","properties":{{"Timestamp":"{ts}","DeviceId":"d","ActionType":"X","DeviceName":"h{i}"}}}}"#
+        ));
+        text.push('\n');
+    }
+    let input = dir.path().join("in.json");
+    std::fs::write(&input, text).unwrap();
+    let lake = local_lake(&dir.path().join("lake"));
+    let (stats, _) = ingest_paths(
+        &lake,
+        &[input],
+        &PipelineConfig::default(),
+        &FileOptions::default(),
+    )
+    .await;
+    assert_eq!(stats.typed_total(), 5);
+    assert_eq!(non_meta(&lake_rows(&lake).await)["DeviceEvents"], 5);
+    let mut partitions: Vec<String> = std::fs::read_dir(dir.path().join("lake/DeviceEvents"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("_date="))
+        .collect();
+    partitions.sort();
+    let day = |d: i64| {
+        format!(
+            "_date={}",
+            (now - chrono::Duration::days(d)).format("%Y-%m-%d")
+        )
+    };
+    assert_eq!(partitions, [day(3), day(1), day(0)]);
+}
