@@ -248,7 +248,7 @@ pub async fn ingest_blob(
                 fed += chunker.feed(&bytes[fed..]);
                 if chunker.is_full() {
                     let chunk = chunker.take();
-                    commit_chunk(lake, &source, &chunk, cfg, &mut out).await?;
+                    commit_chunk(lake, &source, chunk, cfg, &mut out).await?;
                 }
             }
             pos = to;
@@ -256,7 +256,7 @@ pub async fn ingest_blob(
         }
         let chunk = chunker.take();
         if chunk.end > chunk.start {
-            commit_chunk(lake, &source, &chunk, cfg, &mut out).await?;
+            commit_chunk(lake, &source, chunk, cfg, &mut out).await?;
         }
         out.pending_tail = chunker.pending_tail() as u64;
         break;
@@ -267,16 +267,17 @@ pub async fn ingest_blob(
 async fn commit_chunk(
     lake: &Lake,
     source: &SourceId,
-    chunk: &super::lines::Chunk,
+    chunk: super::lines::Chunk,
     cfg: &PipelineConfig,
     out: &mut BlobOutcome,
 ) -> Result<(), BlobError> {
+    let end = chunk.end;
     let report = ingest_chunk(lake, source, chunk, cfg).await?;
     out.stats.add(&report.stats);
     out.written += report.commit.written();
     out.already_present += report.commit.already_present();
     out.chunks += 1;
-    out.end = chunk.end;
+    out.end = end;
     Ok(())
 }
 

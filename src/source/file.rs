@@ -251,6 +251,8 @@ pub async fn ingest_files(
                         built.stats,
                         started_at,
                     ));
+                    // the batches own their data: free the input before the commit
+                    drop(chunk);
                     if pending.bytes >= opts.chunk_bytes
                         || pending.runs.len() >= MAX_SOURCES_PER_COMMIT
                     {

@@ -3,6 +3,7 @@
 //! The next read starts at that watermark; per-table filters cover a chunk that was cut short.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use deltalake::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -11,26 +12,36 @@ use deltalake::arrow::error::ArrowError;
 
 use super::lines::Chunk;
 use crate::model::SourceId;
-use crate::pipeline::{BatchReport, BatchStats, PipelineConfig, PipelineError, ingest_units};
+use crate::pipeline::{
+    BatchReport, BatchStats, PipelineConfig, PipelineError, build, commit_built,
+};
 use crate::registry::ingest_runs_schema;
 use crate::sink::{AppendOutcome, Lake, SinkError};
+use crate::typed::BuildContext;
 
 /// Where to continue reading `source`: 0 if it was never read.
 pub async fn resume_offset(lake: &Lake, source: &SourceId) -> Result<i64, SinkError> {
     Ok(lake.resume_position(source).await?.unwrap_or(0).max(0))
 }
 
-/// Ingests one chunk of a resumable source and records it in `_ingest_runs`.
+/// Ingests one chunk of a resumable source and records it in `_ingest_runs`. The chunk is
+/// consumed: its bytes are freed once the typed batches are built (they own their data), so
+/// the input does not stay in memory through the commit.
 pub async fn ingest_chunk(
     lake: &Lake,
     source: &SourceId,
-    chunk: &Chunk,
+    chunk: Chunk,
     cfg: &PipelineConfig,
 ) -> Result<BatchReport, PipelineError> {
     let started = chrono::Utc::now().timestamp_micros();
-    let units = chunk.units();
-    let report = ingest_units(lake, source, &units, cfg).await?;
-    record_run(lake, source, chunk.start, chunk.end, &report.stats, started).await?;
+    let (start, end) = (chunk.start, chunk.end);
+    let ctx = BuildContext::now(source.as_str(), cfg.retention_days);
+    let t0 = Instant::now();
+    let built = build(&chunk.units(), cfg, &ctx)?;
+    let build_ms = t0.elapsed().as_millis() as u64;
+    drop(chunk);
+    let report = commit_built(lake, built, build_ms).await?;
+    record_run(lake, source, start, end, &report.stats, started).await?;
     Ok(report)
 }
 
