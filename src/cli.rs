@@ -45,7 +45,7 @@ enum Command {
     /// Serve as an Azure Functions custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT
     /// (settings from the environment: see the README).
     Serve(ServeArgs),
-    /// Checkpoint, clean up logs and vacuum every table.
+    /// Compact small files, checkpoint, clean up logs and vacuum every table.
     Maintain(MaintainArgs),
 }
 
@@ -494,7 +494,12 @@ async fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn cmd_maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {
     let lake = a.lake.open(false)?;
-    let done = crate::maintain::maintain(&lake, a.vacuum_retention_hours).await?;
+    let done = crate::maintain::maintain(
+        &lake,
+        a.vacuum_retention_hours,
+        &crate::maintain::CompactOptions::default(),
+    )
+    .await?;
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(ExitCode::from(if done.iter().any(|m| m.error.is_some()) {
         1

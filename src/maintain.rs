@@ -1,17 +1,171 @@
-//! Table maintenance (the timer function and `xdr-ingest maintain`): a checkpoint per table
-//! (kept off the hot path, so no batch pays for one), expired log cleanup, and a full vacuum
-//! that also removes the orphaned Parquet files of commits that were lost or redone.
-//! Compaction of small files is not done here: delta-rs's `optimize` needs DataFusion, which
-//! this build leaves out.
+//! Table maintenance (the timer function and `xdr-ingest maintain`): compaction of small
+//! files, a checkpoint per table (kept off the hot path, so no batch pays for one), expired log
+//! cleanup, and a full vacuum that also removes the orphaned Parquet files of commits that were
+//! lost or redone, and the files compaction replaced once they are past the retention.
+//!
+//! Compaction is our own (delta-rs's `optimize` needs DataFusion, which this build leaves out):
+//! per `_date` partition with enough small files, their rows are streamed into new files and
+//! one commit removes the old files and adds the new, with `dataChange: false`. Rows, their
+//! lineage columns and the txns are untouched, so exactly-once holds across it. It matters
+//! because every append adds a file and delta-rs re-reads the list of active files after every
+//! commit: without it, commits slow down as tables age.
 
+use std::collections::BTreeMap;
+
+use deltalake::arrow::array::Date32Array;
+use deltalake::kernel::scalars::ScalarExt;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Remove};
+use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::logstore::object_store::path::Path;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::sink::{Lake, SinkError};
+use crate::sink::{Lake, SinkError, writer_properties};
+
+/// A partition as the log writes it: (column, value) pairs, sorted.
+type PartitionKey = Vec<(String, Option<String>)>;
+
+/// When and how files are compacted.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactOptions {
+    /// Files smaller than this are candidates.
+    pub small_file_bytes: i64,
+    /// A partition is compacted once it has this many small files.
+    pub min_files: usize,
+    /// Size of the files compaction writes (Parquet bytes).
+    pub target_file_bytes: u64,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions {
+            small_file_bytes: 32 * 1024 * 1024,
+            min_files: 8,
+            target_file_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Compaction {
+    pub partitions: usize,
+    pub files_removed: usize,
+    pub files_added: usize,
+    /// The table version of the compaction commit.
+    pub version: Option<u64>,
+}
+
+/// Compacts the small files of every partition of `table` that has at least
+/// `opts.min_files` of them, in one commit. Rows are streamed file by file, so memory is
+/// bounded by a row group and the writer's open file, not by the partition.
+pub async fn compact(
+    table: &DeltaTable,
+    opts: &CompactOptions,
+) -> Result<Compaction, DeltaTableError> {
+    // small files per partition (the `_date` value, or "" for an unpartitioned table)
+    let mut by_partition: BTreeMap<PartitionKey, Vec<(String, Remove)>> = BTreeMap::new();
+    let files: Vec<_> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await?;
+    for f in &files {
+        if f.size() >= opts.small_file_bytes {
+            continue;
+        }
+        let mut key: Vec<(String, Option<String>)> = f.partition_values_map().into_iter().collect();
+        key.sort();
+        by_partition
+            .entry(key)
+            .or_default()
+            .push((f.path().into_owned(), f.remove_action(false)));
+    }
+    by_partition.retain(|_, fs| fs.len() >= opts.min_files);
+    let mut out = Compaction::default();
+    if by_partition.is_empty() {
+        return Ok(out);
+    }
+
+    let store = table.log_store().object_store(None);
+    let mut actions = Vec::new();
+    for (key, files) in &by_partition {
+        let mut writer = RecordBatchWriter::for_table(table)?
+            .with_writer_properties(writer_properties())
+            .with_target_file_size(opts.target_file_bytes);
+        let mut values = IndexMap::new();
+        for (name, days) in partition_days(key)? {
+            // (the kernel's `Scalar` type is not re-exported; inferred from `write_partition`)
+            let array = Date32Array::from(vec![days]);
+            let scalar = ScalarExt::from_array(&array, 0)
+                .ok_or_else(|| DeltaTableError::Generic(format!("partition {name}: no value")))?;
+            values.insert(name, scalar);
+        }
+        for (path, _) in files {
+            let path = Path::from_url_path(path)
+                .map_err(|e| DeltaTableError::Generic(format!("file path {path}: {e}")))?;
+            // a small file (below `small_file_bytes`) read whole, then decoded batch by batch
+            let bytes = store.get(&path).await?.bytes().await?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+            for batch in reader {
+                writer
+                    .write_partition(batch?, &values, WriteMode::Default)
+                    .await?;
+            }
+        }
+        for mut add in writer.flush().await? {
+            add.data_change = false;
+            out.files_added += 1;
+            actions.push(Action::Add(add));
+        }
+        for (_, remove) in files {
+            actions.push(Action::Remove(remove.clone()));
+            out.files_removed += 1;
+        }
+        out.partitions += 1;
+    }
+    let done = CommitBuilder::from(CommitProperties::default())
+        .with_actions(actions)
+        .build(
+            Some(table.snapshot()?),
+            table.log_store(),
+            DeltaOperation::Optimize {
+                predicate: None,
+                target_size: opts.target_file_bytes as i64,
+            },
+        )
+        .await?;
+    out.version = Some(done.version);
+    Ok(out)
+}
+
+/// Days since the epoch of each partition value of a log partition key (`_date` is written
+/// as `YYYY-MM-DD`).
+fn partition_days(key: &[(String, Option<String>)]) -> Result<Vec<(String, i32)>, DeltaTableError> {
+    let epoch = chrono::DateTime::UNIX_EPOCH.date_naive();
+    key.iter()
+        .map(|(name, value)| {
+            value
+                .as_deref()
+                .and_then(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .map(|d| (name.clone(), (d - epoch).num_days() as i32))
+                .ok_or_else(|| {
+                    DeltaTableError::Generic(format!("partition {name}={value:?} is not a date"))
+                })
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableMaintenance {
     pub table: String,
     pub version: u64,
+    pub compaction: Compaction,
     pub checkpoint: bool,
     pub logs_removed: usize,
     pub files_vacuumed: usize,
@@ -22,6 +176,7 @@ pub struct TableMaintenance {
 pub async fn maintain(
     lake: &Lake,
     vacuum_retention_hours: u64,
+    compact_opts: &CompactOptions,
 ) -> Result<Vec<TableMaintenance>, SinkError> {
     let mut out = Vec::new();
     let mut handles = Vec::new();
@@ -37,12 +192,19 @@ pub async fn maintain(
         let mut m = TableMaintenance {
             table: h.name().to_owned(),
             version: table.version().unwrap_or(0),
+            compaction: Compaction::default(),
             checkpoint: false,
             logs_removed: 0,
             files_vacuumed: 0,
             error: None,
         };
         let result: Result<(), deltalake::DeltaTableError> = async {
+            let mut table = table;
+            m.compaction = compact(&table, compact_opts).await?;
+            if let Some(v) = m.compaction.version {
+                table.load_version(v).await?;
+                m.version = v;
+            }
             deltalake::checkpoints::create_checkpoint(&table, None).await?;
             m.checkpoint = true;
             m.logs_removed = deltalake::checkpoints::cleanup_metadata(&table, None).await?;

@@ -399,13 +399,17 @@ async fn maintenance(
     let id = invocation_id(&headers);
     let r = async {
         let started = Instant::now();
-        let done = crate::maintain::maintain(&st.lake, st.settings.vacuum_retention_hours)
+        let done = crate::maintain::maintain(
+            &st.lake,
+            st.settings.vacuum_retention_hours,
+            &crate::maintain::CompactOptions::default(),
+        )
             .await
             .map_err(|e| InvocationError::Transient(e.into()))?;
         let failed = done.iter().filter(|m| m.error.is_some()).count();
         tracing::info!(function = "Maintenance", invocation_id = %id, tables = done.len(), failed, ms = started.elapsed().as_millis() as u64, "maintenance");
         Ok(InvocationResponse::log(format!(
-            "Maintenance: {} tables checkpointed and vacuumed, {} failed: {}",
+            "Maintenance: {} tables compacted where needed, checkpointed and vacuumed, {} failed: {}",
             done.len() - failed,
             failed,
             serde_json::to_string(&done).unwrap_or_default()
