@@ -14,7 +14,8 @@ use common::*;
 use failing_store::{FailMode, FailingStore};
 use xdr_ingest::decode::Unit;
 use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
-use xdr_ingest::maintain::{CompactOptions, maintain};
+use xdr_ingest::maintain::{CompactOptions, compact, maintain};
+use xdr_ingest::model::Category;
 use xdr_ingest::model::SourceId;
 use xdr_ingest::pipeline::{PipelineConfig, ingest_units};
 use xdr_ingest::sink::{Lake, LakeSettings};
@@ -301,4 +302,42 @@ async fn compaction_keeps_every_row_and_exactly_once() {
         again.iter().all(|m| m.compaction.files_removed == 0),
         "{again:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_commits_over_appends_made_while_it_ran() {
+    // Maintenance runs beside the handler: appends land between compaction's read of the
+    // table and its commit. The commit must go through (compaction conflicts with no blind
+    // append), remove only the files it read, and lose nothing appended meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = local_lake(dir.path());
+    let source = SourceId::event_hub("ns", "defender", "0");
+    let evs = events(60);
+    for w in evs[0..40].chunks(4) {
+        deliver(&lake, &source, w).await;
+    }
+    let cat = Category::from_wire("AdvancedHunting-DeviceProcessEvents").unwrap();
+    let old = lake
+        .typed(cat)
+        .unwrap()
+        .load_existing()
+        .await
+        .unwrap()
+        .unwrap();
+    deliver(&lake, &source, &evs[40..60]).await; // lands after compaction's snapshot
+    let c = compact(&old, &CompactOptions::default()).await.unwrap();
+    assert_eq!((c.files_removed, c.files_added), (10, 1), "{c:?}");
+    assert_eq!(
+        c.version,
+        Some(old.version().unwrap() + 2),
+        "committed after the append"
+    );
+    let files = files_of(&lake).await;
+    assert_eq!(
+        files["DeviceProcessEvents"], 2,
+        "the compacted file and the late append's"
+    );
+    let rows = lake_rows(&lake).await;
+    assert_eq!(non_meta(&rows).values().sum::<u64>(), total_records(&evs));
+    assert_no_duplicates(&lake).await;
 }
