@@ -5,7 +5,7 @@
 //! requests is not counted) and of this process for the library path. The first batch of
 //! each path (table creation, caches) is not counted.
 //!
-//! `cargo bench --bench handler_overhead` (~30 MB in batches of 100 events, 3 runs each,
+//! `cargo bench --bench handler_overhead` (~87 MB in batches of 100 events, 5 runs each,
 //! medians); under `cargo test` it runs once on a tiny input so it cannot rot.
 
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ async fn handler(requests: &[String]) -> f64 {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (records, runs) = if full { (10_500, 3) } else { (200, 1) };
+    let (records, runs) = if full { (30_000, 5) } else { (200, 1) };
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = GenerateOptions {
         records,
