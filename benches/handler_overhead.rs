@@ -1,5 +1,6 @@
 //! Handler overhead: the same Event Hub batches through the real binary's `serve` (requests
-//! shaped as the Functions host sends them, over loopback HTTP) and through the library
+//! shaped as the Functions host sends them, over loopback HTTP; with the trigger's `dataType`
+//! `string` and `binary`) and through the library
 //! (`ingest_units`) directly, each into a fresh lake with the handler's lake settings.
 //! Compares CPU seconds: of the `serve` process (from /proc, so the client that sends the
 //! requests is not counted) and of this process for the library path. The first batch of
@@ -10,11 +11,13 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 use serde_json::{Value, json};
 use xdr_ingest::decode::Unit;
 use xdr_ingest::generate::{Form, GenerateOptions, write_dataset};
 use xdr_ingest::handler::HandlerSettings;
-use xdr_ingest::handler::protocol::{Invocation, decode_event_hub};
+use xdr_ingest::handler::protocol::{EventDataType, Invocation, decode_event_hub};
 use xdr_ingest::model::SourceId;
 use xdr_ingest::pipeline::ingest_units;
 use xdr_ingest::sink::Lake;
@@ -91,7 +94,7 @@ async fn library(batches: &[Vec<(i64, &str)>]) -> f64 {
 }
 
 /// Through `serve`: CPU seconds of the server process for the batches after the first.
-async fn handler(requests: &[String]) -> f64 {
+async fn handler(requests: &[String], data_type: &str) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
@@ -102,6 +105,7 @@ async fn handler(requests: &[String]) -> f64 {
         .arg("serve")
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("XDR_LAKE", dir.path())
+        .env("XDR_EVENTHUB_DATA_TYPE", data_type)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -172,6 +176,22 @@ fn main() {
     let per_batch = if full { 100 } else { 4 };
     let batches: Vec<Vec<(i64, &str)>> = events.chunks(per_batch).map(|c| c.to_vec()).collect();
     let requests: Vec<String> = batches.iter().map(|b| request(b)).collect();
+    // the same batches as the host sends them with `dataType: binary`: base64 bodies
+    let encoded: Vec<Vec<(i64, String)>> = batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|(seq, body)| (*seq, BASE64_STANDARD.encode(body)))
+                .collect()
+        })
+        .collect();
+    let binary_requests: Vec<String> = encoded
+        .iter()
+        .map(|b| {
+            let refs: Vec<(i64, &str)> = b.iter().map(|(s, e)| (*s, e.as_str())).collect();
+            request(&refs)
+        })
+        .collect();
     let mb = text.len() as f64 / 1e6;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -179,33 +199,42 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (mut lib, mut srv) = (Vec::new(), Vec::new());
+    let (mut lib, mut srv, mut bin) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         lib.push(rt.block_on(library(&batches)));
-        srv.push(rt.block_on(handler(&requests)));
+        srv.push(rt.block_on(handler(&requests, "string")));
+        bin.push(rt.block_on(handler(&binary_requests, "binary")));
     }
-    let (lib, srv) = (median(lib), median(srv));
+    let (lib, srv, bin) = (median(lib), median(srv), median(bin));
     // the host protocol's part: parsing the invocation and its JSON-in-JSON event array
-    let start = cpu_seconds("self");
-    for _ in 0..runs {
-        for r in &requests[1..] {
-            let inv = Invocation::parse(r.as_bytes()).expect("invocation");
-            let batch = decode_event_hub(&inv, "events").expect("batch");
-            std::hint::black_box(batch);
+    let protocol = |reqs: &[String], data_type| {
+        let start = cpu_seconds("self");
+        for _ in 0..runs {
+            for r in &reqs[1..] {
+                let inv = Invocation::parse(r.as_bytes()).expect("invocation");
+                let batch = decode_event_hub(&inv, "events", data_type).expect("batch");
+                std::hint::black_box(batch);
+            }
         }
-    }
-    let protocol = (cpu_seconds("self") - start) / runs as f64;
+        (cpu_seconds("self") - start) / runs as f64
+    };
+    let (proto_str, proto_bin) = (
+        protocol(&requests, EventDataType::String),
+        protocol(&binary_requests, EventDataType::Binary),
+    );
     println!(
         "handler overhead: {} events in {} batches ({mb:.1} MB), first batch excluded, median of {runs} run(s)",
         events.len(),
         batches.len()
     );
     println!("  library (ingest_units): {lib:>6.2} CPU s");
+    let pct = |x: f64| (x / lib.max(1e-9) - 1.0) * 100.0;
     println!(
-        "  serve (HTTP, host protocol): {srv:>6.2} CPU s = {:+.1} % vs the library",
-        (srv / lib.max(1e-9) - 1.0) * 100.0
+        "  serve, dataType string: {srv:>6.2} CPU s = {:+.1} % vs the library (host protocol alone: {proto_str:.2} CPU s)",
+        pct(srv)
     );
     println!(
-        "  of which the host protocol (request JSON, events double-encoded): {protocol:>6.2} CPU s"
+        "  serve, dataType binary: {bin:>6.2} CPU s = {:+.1} % vs the library (host protocol alone: {proto_bin:.2} CPU s)",
+        pct(bin)
     );
 }

@@ -377,3 +377,29 @@ async fn the_binary_answers_the_readiness_probe_at_once() {
     assert!(ok, "no answer on GET /");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_event_bodies_land_the_same() {
+    // dataType binary: the host sends each body base64-encoded (no JSON escaping inside)
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.eventhub_data_type = xdr_ingest::handler::protocol::EventDataType::Binary;
+    let base = start_server(s).await;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut evs: Vec<(i64, String)> = events(20)
+        .into_iter()
+        .map(|(seq, body)| (seq, b64(body.as_bytes())))
+        .collect();
+    evs.push((2000, b64(b"\xff\xfe{\"records\":[]}")));
+    let (status, resp) = post(&base, "EventHubIngest", &eventhub_request("3", &evs)).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(typed_total(dir.path()).await, 40);
+    let lake = local_lake(dir.path());
+    assert_eq!(dead_by_reason(&lake).await["invalid_utf8"], 1);
+    // redelivered: nothing twice
+    let (status, _) = post(&base, "EventHubIngest", &eventhub_request("3", &evs[5..])).await;
+    assert_eq!(status, 200);
+    assert_eq!(typed_total(dir.path()).await, 40);
+    assert_no_duplicates(&lake).await;
+}

@@ -185,12 +185,16 @@ async fn event_hub(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
     let started = Instant::now();
     let r = async {
         let inv = Invocation::parse(&body)?;
-        let batch = decode_event_hub(&inv, &st.settings.eventhub_binding)?;
+        let batch = decode_event_hub(
+            &inv,
+            &st.settings.eventhub_binding,
+            st.settings.eventhub_data_type,
+        )?;
         let units: Vec<Unit> = batch
             .events
             .iter()
             .map(|e| Unit {
-                bytes: e.body.as_bytes(),
+                bytes: &e.body,
                 full_len: e.body.len(),
                 position: e.sequence_number,
                 enqueued_at: e.enqueued_at,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::Duration;
 
+use crate::handler::protocol::EventDataType;
 use crate::model::Category;
 use crate::pipeline::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_RETENTION_DAYS, PipelineConfig};
 use crate::quality::Rules;
@@ -61,6 +62,9 @@ pub struct HandlerSettings {
     /// `XDR_VACUUM_RETENTION_HOURS`.
     pub vacuum_retention_hours: u64,
     pub pipeline: PipelineConfig,
+    /// `XDR_EVENTHUB_DATA_TYPE`: `string` (default) or `binary`, as the Event Hub trigger's
+    /// `dataType` in EventHubIngest/function.json (the two must agree).
+    pub eventhub_data_type: EventDataType,
     /// Binding names, as in the function.json files.
     pub eventhub_binding: String,
     pub queue_binding: String,
@@ -161,6 +165,12 @@ impl HandlerSettings {
                     var("XDR_RETENTION_DAYS"),
                     DEFAULT_RETENTION_DAYS,
                 )?,
+            },
+            eventhub_data_type: match var("XDR_EVENTHUB_DATA_TYPE") {
+                None => EventDataType::default(),
+                Some(v) => v
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("XDR_EVENTHUB_DATA_TYPE: {e}"))?,
             },
             eventhub_binding: "events".into(),
             queue_binding: "work".into(),
