@@ -13,6 +13,7 @@ pub mod generate;
 pub mod handler;
 pub mod json;
 pub mod maintain;
+pub mod mem;
 pub mod model;
 pub mod pipeline;
 pub mod quality;

@@ -189,6 +189,7 @@ pub async fn ingest_files(
     let mut run = IngestRun::default();
     let mut pending = Pending::default();
     let mut read = 0u64;
+    let mut flushes = 0usize;
     for (idx, path) in paths.iter().enumerate() {
         let io = |source: std::io::Error| IngestError::Io {
             path: path.display().to_string(),
@@ -258,6 +259,10 @@ pub async fn ingest_files(
                     {
                         flush(lake, &mut pending, &mut run).await?;
                         progress(read);
+                        flushes += 1;
+                        if flushes.is_multiple_of(TRIM_EVERY) {
+                            crate::mem::release_free_memory();
+                        }
                     }
                 }
             }
@@ -270,6 +275,9 @@ pub async fn ingest_files(
     progress(read);
     Ok(run)
 }
+
+/// Free heap is handed back to the OS after every this many commits (see [`crate::mem`]).
+const TRIM_EVERY: usize = 4;
 
 /// At most this many chunks (and so txns) in one commit.
 const MAX_SOURCES_PER_COMMIT: usize = 512;
