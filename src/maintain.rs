@@ -40,6 +40,9 @@ pub struct CompactOptions {
     pub min_files: usize,
     /// Size of the files compaction writes (Parquet bytes).
     pub target_file_bytes: u64,
+    /// Parquet bytes one maintenance run compacts at most, over all tables (a timer
+    /// invocation has a time limit; what is left waits for the next run).
+    pub max_input_bytes_per_run: u64,
 }
 
 impl Default for CompactOptions {
@@ -48,6 +51,7 @@ impl Default for CompactOptions {
             small_file_bytes: 32 * 1024 * 1024,
             min_files: 8,
             target_file_bytes: 128 * 1024 * 1024,
+            max_input_bytes_per_run: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -58,19 +62,23 @@ pub struct Compaction {
     pub partitions: usize,
     pub files_removed: usize,
     pub files_added: usize,
+    /// Parquet bytes read (the small files compacted).
+    pub input_bytes: u64,
     /// The table version of the compaction commit.
     pub version: Option<u64>,
 }
 
-/// Compacts the small files of every partition of `table` that has at least
-/// `opts.min_files` of them, in one commit. Rows are streamed file by file, so memory is
-/// bounded by a row group and the writer's open file, not by the partition.
+/// Compacts the small files of the partitions of `table` that have at least `opts.min_files`
+/// of them, in one commit, oldest partitions first, stopping once `budget` bytes of input are
+/// taken (a partition is taken whole). Files are read one at a time, so memory is bounded by
+/// one small file and the writer's open file, not by the partition.
 pub async fn compact(
     table: &DeltaTable,
     opts: &CompactOptions,
+    budget: u64,
 ) -> Result<Compaction, DeltaTableError> {
-    // small files per partition (the `_date` value, or "" for an unpartitioned table)
-    let mut by_partition: BTreeMap<PartitionKey, Vec<(String, Remove)>> = BTreeMap::new();
+    // small files per partition (no key for an unpartitioned table)
+    let mut by_partition: BTreeMap<PartitionKey, Vec<(String, i64, Remove)>> = BTreeMap::new();
     let files: Vec<_> = table
         .get_active_add_actions_by_partitions(&[])
         .try_collect()
@@ -81,13 +89,26 @@ pub async fn compact(
         }
         let mut key: Vec<(String, Option<String>)> = f.partition_values_map().into_iter().collect();
         key.sort();
-        by_partition
-            .entry(key)
-            .or_default()
-            .push((f.path().into_owned(), f.remove_action(false)));
+        by_partition.entry(key).or_default().push((
+            f.path().into_owned(),
+            f.size(),
+            f.remove_action(false),
+        ));
     }
     by_partition.retain(|_, fs| fs.len() >= opts.min_files);
-    let mut out = Compaction::default();
+    let mut taken = 0u64;
+    by_partition.retain(|_, fs| {
+        let bytes: u64 = fs.iter().map(|(_, size, _)| *size as u64).sum();
+        let take = taken + bytes <= budget;
+        if take {
+            taken += bytes;
+        }
+        take
+    });
+    let mut out = Compaction {
+        input_bytes: taken,
+        ..Default::default()
+    };
     if by_partition.is_empty() {
         return Ok(out);
     }
@@ -106,7 +127,7 @@ pub async fn compact(
                 .ok_or_else(|| DeltaTableError::Generic(format!("partition {name}: no value")))?;
             values.insert(name, scalar);
         }
-        for (path, _) in files {
+        for (path, _, _) in files {
             let path = Path::from_url_path(path)
                 .map_err(|e| DeltaTableError::Generic(format!("file path {path}: {e}")))?;
             // a small file (below `small_file_bytes`) read whole, then decoded batch by batch
@@ -123,7 +144,7 @@ pub async fn compact(
             out.files_added += 1;
             actions.push(Action::Add(add));
         }
-        for (_, remove) in files {
+        for (_, _, remove) in files {
             actions.push(Action::Remove(remove.clone()));
             out.files_removed += 1;
         }
@@ -179,6 +200,7 @@ pub async fn maintain(
     compact_opts: &CompactOptions,
 ) -> Result<Vec<TableMaintenance>, SinkError> {
     let mut out = Vec::new();
+    let mut budget = compact_opts.max_input_bytes_per_run;
     let mut handles = Vec::new();
     for c in crate::model::Category::all() {
         handles.push(lake.typed(c)?);
@@ -200,7 +222,8 @@ pub async fn maintain(
         };
         let result: Result<(), deltalake::DeltaTableError> = async {
             let mut table = table;
-            m.compaction = compact(&table, compact_opts).await?;
+            m.compaction = compact(&table, compact_opts, budget).await?;
+            budget = budget.saturating_sub(m.compaction.input_bytes);
             if let Some(v) = m.compaction.version {
                 table.load_version(v).await?;
                 m.version = v;

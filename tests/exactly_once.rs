@@ -325,7 +325,12 @@ async fn compaction_commits_over_appends_made_while_it_ran() {
         .unwrap()
         .unwrap();
     deliver(&lake, &source, &evs[40..60]).await; // lands after compaction's snapshot
-    let c = compact(&old, &CompactOptions::default()).await.unwrap();
+    // no budget, no work
+    let none = compact(&old, &CompactOptions::default(), 0).await.unwrap();
+    assert_eq!((none.files_removed, none.version), (0, None));
+    let c = compact(&old, &CompactOptions::default(), u64::MAX)
+        .await
+        .unwrap();
     assert_eq!((c.files_removed, c.files_added), (10, 1), "{c:?}");
     assert_eq!(
         c.version,
