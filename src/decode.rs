@@ -1,6 +1,8 @@
 //! Source decoding: one input unit (a storage-export line or an Event Hub body) into Defender
 //! records routed by category, or dead letters with a reason. Both wire forms are detected per
-//! unit; nothing here allocates per record on the happy path (records borrow the input).
+//! unit. Records borrow the input; the one allocation per record on the happy path is the list
+//! of its `properties` (key, raw value) pairs, split in the same pass that parses the record so
+//! that typed building does not parse them again.
 
 use std::borrow::Cow;
 
@@ -38,14 +40,17 @@ impl<'a> Unit<'a> {
     }
 }
 
-/// A record that decoded and routed: its table, envelope fields, and `properties` text.
+/// A record that decoded and routed: its table, envelope fields, and its `properties` as
+/// (key, raw value) pairs.
 #[derive(Debug)]
 pub struct RecordRef<'a> {
     pub raw: &'a str,
     pub category: Category,
     pub tenant_id: Option<&'a RawValue>,
     pub time: Option<&'a RawValue>,
-    pub properties: &'a RawValue,
+    /// The `properties` object, split while the record was parsed (typed building does not
+    /// parse it again): keys borrowed from the input unless they had escapes.
+    pub properties: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// Index of the record within its unit (0 for a storage line).
     pub record_index: u32,
 }
@@ -80,7 +85,88 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     time: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    properties: Option<&'a RawValue>,
+    properties: Option<Props<'a>>,
+}
+
+/// A record's `properties`: split into (key, raw value) pairs in the same pass that parses
+/// the record, or the kind of JSON found if it is not an object.
+enum Props<'a> {
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    NotObject(&'static str),
+}
+
+/// A key, borrowed from the input unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Props<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the properties object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(a.size_hint().unwrap_or(32));
+                while let Some(Key(k)) = a.next_key::<Key<'a>>()? {
+                    let v: &'de RawValue = a.next_value()?;
+                    pairs.push((k, v));
+                }
+                Ok(Props::Object(pairs))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Props::NotObject("an array"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Props::NotObject("a string"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Props::NotObject("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Props::NotObject("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Props::NotObject("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Props::NotObject("a number"))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Props::NotObject("null"))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 /// An Event Hub body's `records`, split into the records' texts while the body is parsed
@@ -341,17 +427,16 @@ fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Dec
         return;
     };
     let properties = match env.properties {
-        Some(p) if p.get().starts_with('{') => p,
+        Some(Props::Object(pairs)) => pairs,
         other => {
             out(dead(
                 raw,
                 DeadLetterReason::MissingProperties,
                 match other {
-                    None => "no `properties` object".into(),
-                    Some(p) => format!(
-                        "`properties` must be an object, found {}",
-                        json_kind(p.get())
-                    ),
+                    Some(Props::NotObject(kind)) => {
+                        format!("`properties` must be an object, found {kind}")
+                    }
+                    _ => "no `properties` object".into(),
                 },
                 Some(cat.wire_name().to_owned()),
                 idx,

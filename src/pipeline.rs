@@ -132,20 +132,7 @@ pub fn build(
             Decoded::Record(rec) => {
                 let b = builders[rec.category.index()]
                     .get_or_insert_with(|| TableBatchBuilder::new(rec.category, 256));
-                if let Err(detail) = b.push(&rec, unit, ctx) {
-                    dead.push(
-                        rec.raw,
-                        DeadLetterReason::InvalidJson,
-                        &detail,
-                        Some(rec.category.wire_name()),
-                        unit.position,
-                        rec.record_index,
-                        ctx,
-                    );
-                    *dead_counts
-                        .entry(DeadLetterReason::InvalidJson)
-                        .or_default() += 1;
-                }
+                b.push(&rec, unit, ctx);
             }
             Decoded::Dead(d) => {
                 dead.push_ref(&d, unit, ctx);

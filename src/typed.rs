@@ -2,7 +2,6 @@
 //! registry's column types, lenient lossless coercion, `_rescued` for what does not fit, the
 //! metadata columns and the clamped `_date`; and the dead-letter batch.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -11,8 +10,6 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::error::ArrowError;
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::decode::{DeadRef, RecordRef, Unit};
@@ -315,56 +312,6 @@ fn to_f64(raw: &str, first: u8) -> Option<Option<f64>> {
     }
 }
 
-/// A property key, borrowed from the input unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// Fills one slot per registry column from the `properties` object; keys the registry does
-/// not know (and second occurrences of a key) go to `extras`.
-struct PropsVisitor<'b, 'a> {
-    table: &'static TableDef,
-    slots: &'b mut [Option<&'a RawValue>],
-    extras: &'b mut Vec<(Cow<'a, str>, &'a RawValue)>,
-}
-
-impl<'a> Visitor<'a> for PropsVisitor<'_, 'a> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("the properties object")
-    }
-    fn visit_map<M: MapAccess<'a>>(self, mut m: M) -> Result<(), M::Error> {
-        while let Some(Key(k)) = m.next_key::<Key<'a>>()? {
-            let v: &'a RawValue = m.next_value()?;
-            match self.table.column_index(&k) {
-                Some(i) if self.slots[i].is_none() => self.slots[i] = Some(v),
-                _ => self.extras.push((k, v)),
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The rows of one typed table built from one batch.
 pub struct TypedRows {
     pub category: Category,
@@ -383,7 +330,8 @@ pub struct TableBatchBuilder<'a> {
     cols: Vec<Col>,
     ts_col: Option<usize>,
     slots: Vec<Option<&'a RawValue>>,
-    extras: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Indexes (into the record's properties) of keys the registry does not know.
+    extras: Vec<usize>,
     raw: StringBuilder,
     tenant: StringBuilder,
     time: TimestampMicrosecondBuilder,
@@ -430,26 +378,15 @@ impl<'a> TableBatchBuilder<'a> {
         self.record_index.len()
     }
 
-    /// Adds one record. An `Err` (the properties object did not parse) leaves the builder
-    /// unchanged; the caller dead-letters the record with the message.
-    pub fn push(
-        &mut self,
-        rec: &RecordRef<'a>,
-        unit: &Unit<'_>,
-        ctx: &BuildContext,
-    ) -> Result<(), String> {
+    /// Adds one record (its properties were split and validated by the decoder).
+    pub fn push(&mut self, rec: &RecordRef<'a>, unit: &Unit<'_>, ctx: &BuildContext) {
         self.extras.clear();
-        let mut de = serde_json::Deserializer::from_str(rec.properties.get());
-        let parsed = de
-            .deserialize_map(PropsVisitor {
-                table: self.table,
-                slots: &mut self.slots,
-                extras: &mut self.extras,
-            })
-            .and_then(|_| de.end());
-        if let Err(e) = parsed {
-            self.slots.iter_mut().for_each(|s| *s = None);
-            return Err(format!("properties: {e}"));
+        for (n, (k, v)) in rec.properties.iter().enumerate() {
+            match self.table.column_index(k) {
+                Some(i) if self.slots[i].is_none() => self.slots[i] = Some(*v),
+                // unknown keys, and second occurrences of a key
+                _ => self.extras.push(n),
+            }
         }
 
         self.rescue_buf.clear();
@@ -468,8 +405,9 @@ impl<'a> TableBatchBuilder<'a> {
                 ts = t;
             }
         }
-        for (k, v) in self.extras.drain(..) {
-            rescue_into(&mut self.rescue_buf, &k, v.get());
+        for &n in &self.extras {
+            let (k, v) = &rec.properties[n];
+            rescue_into(&mut self.rescue_buf, k, v.get());
             self.rescued_values += 1;
         }
 
@@ -498,7 +436,6 @@ impl<'a> TableBatchBuilder<'a> {
         }
         self.date.append_value(ctx.date_of(ts));
         self.record_index.push(rec.record_index);
-        Ok(())
     }
 
     pub fn finish(mut self) -> Result<TypedRows, ArrowError> {
@@ -636,7 +573,7 @@ mod tests {
         });
         let mut b = TableBatchBuilder::new(recs[0].category, 4);
         for r in &recs {
-            b.push(r, &unit, &ctx).unwrap();
+            b.push(r, &unit, &ctx);
         }
         b.finish().unwrap()
     }
