@@ -71,6 +71,31 @@ pub enum Decoded<'a> {
     Dead(DeadRef<'a>),
 }
 
+/// Visitor methods for the JSON scalars, each giving `$variant(kind)` (a container field that
+/// holds something else; the kind names it in the dead letter's detail).
+macro_rules! scalar_kinds {
+    ($variant:path) => {
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($variant("a string"))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($variant("a boolean"))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($variant("a number"))
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($variant("a number"))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($variant("a number"))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($variant("null"))
+        }
+    };
+}
+
 /// Envelope keys, all taken as raw JSON so that a wrong type is a clear dead letter, not a
 /// parse failure of the whole unit. Unknown keys (`operationName`, `_TimeReceivedBySvc`,
 /// `Tenant`) are skipped; they stay in `_raw`.
@@ -146,24 +171,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
                 while a.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Props::NotObject("an array"))
             }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Props::NotObject("a string"))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Props::NotObject("a boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Props::NotObject("a number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Props::NotObject("a number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Props::NotObject("a number"))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Props::NotObject("null"))
-            }
+            scalar_kinds!(Props::NotObject);
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
@@ -202,24 +210,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Records<'a> {
                 while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Records::NotArray("an object"))
             }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Records::NotArray("a string"))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Records::NotArray("a boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Records::NotArray("a number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Records::NotArray("a number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Records::NotArray("a number"))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Records::NotArray("null"))
-            }
+            scalar_kinds!(Records::NotArray);
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }

@@ -12,21 +12,19 @@
 
 use std::collections::BTreeMap;
 
-use deltalake::arrow::array::Date32Array;
-use deltalake::kernel::scalars::ScalarExt;
+use deltalake::arrow::array::{Array, Date32Array};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::logstore::object_store::path::Path;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::protocol::DeltaOperation;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
-use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::sink::{Lake, SinkError, writer_properties};
+use crate::sink::{Lake, SinkError, write_one_partition, writer_properties};
 
 /// A partition as the log writes it: (column, value) pairs, sorted.
 type PartitionKey = Vec<(String, Option<String>)>;
@@ -119,14 +117,14 @@ pub async fn compact(
         let mut writer = RecordBatchWriter::for_table(table)?
             .with_writer_properties(writer_properties())
             .with_target_file_size(opts.target_file_bytes);
-        let mut values = IndexMap::new();
-        for (name, days) in partition_days(key)? {
-            // (the kernel's `Scalar` type is not re-exported; inferred from `write_partition`)
-            let array = Date32Array::from(vec![days]);
-            let scalar = ScalarExt::from_array(&array, 0)
-                .ok_or_else(|| DeltaTableError::Generic(format!("partition {name}: no value")))?;
-            values.insert(name, scalar);
-        }
+        let days: Vec<(String, Date32Array)> = partition_days(key)?
+            .into_iter()
+            .map(|(name, d)| (name, Date32Array::from(vec![d])))
+            .collect();
+        let values: Vec<(&str, &dyn Array)> = days
+            .iter()
+            .map(|(name, a)| (name.as_str(), a as &dyn Array))
+            .collect();
         for (path, _, _) in files {
             let path = Path::from_url_path(path)
                 .map_err(|e| DeltaTableError::Generic(format!("file path {path}: {e}")))?;
@@ -134,9 +132,7 @@ pub async fn compact(
             let bytes = store.get(&path).await?.bytes().await?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
             for batch in reader {
-                writer
-                    .write_partition(batch?, &values, WriteMode::Default)
-                    .await?;
+                write_one_partition(&mut writer, batch?, &values).await?;
             }
         }
         for mut add in writer.flush().await? {

@@ -229,11 +229,20 @@ pub async fn ingest_units(
     units: &[Unit<'_>],
     cfg: &PipelineConfig,
 ) -> Result<BatchReport, PipelineError> {
+    let (built, build_ms) = build_for(source, units, cfg)?;
+    commit_built(lake, built, build_ms).await
+}
+
+/// [`build`] for `source` as of now, with how long it took (ms).
+pub fn build_for(
+    source: &SourceId,
+    units: &[Unit<'_>],
+    cfg: &PipelineConfig,
+) -> Result<(Built, u64), ArrowError> {
     let ctx = BuildContext::now(source.as_str(), cfg.retention_days);
     let t0 = Instant::now();
     let built = build(units, cfg, &ctx)?;
-    let build_ms = t0.elapsed().as_millis() as u64;
-    commit_built(lake, built, build_ms).await
+    Ok((built, t0.elapsed().as_millis() as u64))
 }
 
 /// Commits what [`build`] produced.

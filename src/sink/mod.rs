@@ -12,6 +12,7 @@ use deltalake::arrow::error::ArrowError;
 use deltalake::{DeltaTableError, ObjectStore};
 use url::Url;
 
+pub(crate) use table::write_one_partition;
 pub use table::{AppendOutcome, TableHandle, writer_properties};
 
 use crate::model::{Category, SourceId};

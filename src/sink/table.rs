@@ -400,18 +400,11 @@ impl TableHandle {
         let mut writer = RecordBatchWriter::for_table(table)?
             .with_writer_properties(writer_properties())
             .with_commit_properties(props);
-        let single = single_partition(&rows, self.partition_by).and_then(|(name, col)| {
-            // (the kernel's `Scalar` type is not re-exported; inferred from the call below)
-            let value = ScalarExt::from_array(col.as_ref(), 0)?;
-            Some(IndexMap::from([(name.to_owned(), value)]))
-        });
-        match single {
+        match single_partition(&rows, self.partition_by) {
             // The usual case: every row has the same `_date`. Handing the batch over as one
             // partition skips delta-rs's split, which copies every column (`take`).
-            Some(values) => {
-                writer
-                    .write_partition(rows, &values, WriteMode::Default)
-                    .await?;
+            Some((name, col)) => {
+                write_one_partition(&mut writer, rows, &[(name, col.as_ref())]).await?
             }
             None => writer.write(rows).await?,
         }
@@ -460,6 +453,27 @@ fn single_partition<'n>(
         return None;
     }
     Some((name, col.clone()))
+}
+
+/// Writes `rows`, all of one partition, with [`RecordBatchWriter::write_partition`] (no split,
+/// no copy); `values` names each partition column with an array whose first row is its value.
+pub(crate) async fn write_one_partition(
+    writer: &mut RecordBatchWriter,
+    rows: RecordBatch,
+    values: &[(&str, &dyn Array)],
+) -> Result<(), DeltaTableError> {
+    let mut map = IndexMap::new();
+    for (name, array) in values {
+        // (the kernel's `Scalar` type is not re-exported; inferred from `write_partition`)
+        let value = ScalarExt::from_array(*array, 0).ok_or_else(|| {
+            DeltaTableError::Generic(format!("partition {name}: no value in row 0"))
+        })?;
+        map.insert((*name).to_owned(), value);
+    }
+    writer
+        .write_partition(rows, &map, WriteMode::Default)
+        .await?;
+    Ok(())
 }
 
 /// zstd Parquet at level 1. Measured on the benchmark's data (bench/compare.sh), level 1

@@ -13,10 +13,9 @@ use deltalake::arrow::compute::concat_batches;
 use super::lines::Chunker;
 use super::resume::{RunRow, record_runs, resume_offset};
 use crate::model::{Category, SourceId};
-use crate::pipeline::{BatchStats, PipelineConfig, PipelineError, build};
+use crate::pipeline::{BatchStats, PipelineConfig, PipelineError, build_for};
 use crate::registry::dead_letter_schema;
 use crate::sink::Lake;
-use crate::typed::BuildContext;
 
 /// Default chunk size: one commit per table per this many input bytes.
 pub const DEFAULT_CHUNK_BYTES: usize = 32 * 1024 * 1024;
@@ -234,8 +233,7 @@ pub async fn ingest_files(
                 let chunk = chunker.take();
                 if chunk.end > chunk.start {
                     let started_at = chrono::Utc::now().timestamp_micros();
-                    let ctx = BuildContext::now(source.as_str(), cfg.retention_days);
-                    let built = build(&chunk.units(), cfg, &ctx)
+                    let (built, _) = build_for(&source, &chunk.units(), cfg)
                         .map_err(|e| IngestError::Pipeline(PipelineError::Arrow(e)))?;
                     for (cat, b) in built.typed {
                         if b.num_rows() > 0 {

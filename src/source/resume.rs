@@ -3,7 +3,6 @@
 //! The next read starts at that watermark; per-table filters cover a chunk that was cut short.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use deltalake::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -13,11 +12,10 @@ use deltalake::arrow::error::ArrowError;
 use super::lines::Chunk;
 use crate::model::SourceId;
 use crate::pipeline::{
-    BatchReport, BatchStats, PipelineConfig, PipelineError, build, commit_built,
+    BatchReport, BatchStats, PipelineConfig, PipelineError, build_for, commit_built,
 };
 use crate::registry::ingest_runs_schema;
 use crate::sink::{AppendOutcome, Lake, SinkError};
-use crate::typed::BuildContext;
 
 /// Where to continue reading `source`: 0 if it was never read.
 pub async fn resume_offset(lake: &Lake, source: &SourceId) -> Result<i64, SinkError> {
@@ -35,10 +33,7 @@ pub async fn ingest_chunk(
 ) -> Result<BatchReport, PipelineError> {
     let started = chrono::Utc::now().timestamp_micros();
     let (start, end) = (chunk.start, chunk.end);
-    let ctx = BuildContext::now(source.as_str(), cfg.retention_days);
-    let t0 = Instant::now();
-    let built = build(&chunk.units(), cfg, &ctx)?;
-    let build_ms = t0.elapsed().as_millis() as u64;
+    let (built, build_ms) = build_for(source, &chunk.units(), cfg)?;
     drop(chunk);
     let report = commit_built(lake, built, build_ms).await?;
     record_run(lake, source, start, end, &report.stats, started).await?;
