@@ -60,9 +60,16 @@ struct ServeArgs {
 struct MaintainArgs {
     #[command(flatten)]
     lake: LakeArgs,
-    /// Data files unreferenced for at least this long are removed.
-    #[arg(long, default_value_t = 168)]
+    /// Data files unreferenced for at least this long are removed. Below 168 (7 days) it
+    /// needs --unsafe-vacuum-retention-may-lose-data.
+    #[arg(long, default_value_t = crate::maintain::SAFE_VACUUM_RETENTION_HOURS,
+          value_parser = clap::value_parser!(u64).range(crate::limits::VACUUM_RETENTION_HOURS))]
     vacuum_retention_hours: u64,
+    /// Allow a vacuum retention below 168 hours. Vacuum then deletes Parquet files that a
+    /// running ingest has written but not committed yet, and those rows are lost: use it only
+    /// with every writer of the lake stopped.
+    #[arg(long)]
+    unsafe_vacuum_retention_may_lose_data: bool,
 }
 
 #[derive(Args, Clone)]
@@ -106,14 +113,17 @@ struct IngestArgs {
     #[arg(long, env = "XDR_RULES_FILE")]
     rules: Option<PathBuf>,
     /// Records (lines) larger than this go to the dead letters as `oversized`.
-    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES)]
-    max_record_bytes: usize,
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(crate::limits::MAX_RECORD_BYTES))]
+    max_record_bytes: u64,
     /// Bytes of input per commit.
-    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES)]
-    chunk_bytes: usize,
+    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(crate::limits::CHUNK_BYTES))]
+    chunk_bytes: u64,
     /// Days before today within which an event's Timestamp picks its `_date` partition.
-    #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS)]
-    retention_days: i32,
+    #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS as u64,
+          value_parser = clap::value_parser!(u64).range(crate::limits::RETENTION_DAYS))]
+    retention_days: u64,
     /// Files, or directories walked for *.json and *.jsonl.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -139,21 +149,43 @@ struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = Form::Both)]
     form: Form,
     /// Fraction of lines to corrupt (0.0-1.0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     corrupt: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Timestamps are spread over the day before this date (YYYY-MM-DD); today by default.
-    #[arg(long)]
-    date: Option<String>,
-    /// Approximate record size mix: "realistic" (1-3 KB), or "small".
-    #[arg(long, default_value = "realistic")]
-    size: String,
+    #[arg(long, value_parser = parse_date)]
+    date: Option<chrono::NaiveDate>,
+    /// Approximate record size mix.
+    #[arg(long, value_enum, default_value_t = SizeMix::Realistic)]
+    size: SizeMix,
+}
+
+/// Record sizes of generated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SizeMix {
+    /// 1-3 KB records, as Defender's
+    Realistic,
+    /// short records
+    Small,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}`: expected a number from 0 to 1")),
+    }
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("`{s}`: expected a date YYYY-MM-DD ({e})"))
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.cmd, Command::Serve(_)));
+    install_panic_hook();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,8 +209,64 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xdr-ingest: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if is_usage_error(&e) { 2 } else { 1 })
         }
+    }
+}
+
+/// A command line or setting that cannot work (exit code 2, like clap's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Usage errors exit with 2; I/O and lake failures with 1.
+fn is_usage_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<UsageError>()
+            || c.is::<crate::limits::InvalidSetting>()
+            || c.is::<crate::quality::RulesError>()
+            || c.is::<crate::handler::settings::SettingsError>()
+    })
+}
+
+/// Panics as log events instead of the default hook's output. One panic is expected and
+/// handled: when a full, read-only or permission-denied disk makes a Parquet upload fail as it
+/// completes, delta-rs aborts the upload, object_store's `BufWriter` panics with "Already shut
+/// down" (by design, once shutdown began), and delta-rs catches that panic and returns the
+/// write error, which we report with its OS cause. That one is logged at debug; any other
+/// panic is an error event with its message and location.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if msg == "Already shut down" && location.contains("object_store") {
+            tracing::debug!(
+                location,
+                "upload aborted after a failed completion (handled by delta-rs)"
+            );
+        } else {
+            tracing::error!(panic = %msg, location, "internal error (panic)");
+        }
+    }));
+}
+
+/// Log filter when `XDR_LOG` is not set. delta-rs logs the commit conflicts it meets at
+/// ERROR and WARN ("conflict detected, aborting transaction", "table updated during
+/// transaction"); we resolve those ourselves (redo against the new snapshot) and report the
+/// outcome at the right level, so its transaction module is kept out of the log.
+pub fn default_log_filter(handler: bool) -> &'static str {
+    if handler {
+        "warn,deltalake_core::kernel::transaction=off,xdr_ingest=info"
+    } else {
+        "warn,deltalake_core::kernel::transaction=off"
     }
 }
 
@@ -190,7 +278,7 @@ pub fn init_logging(json: bool) {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter = EnvFilter::try_from_env("XDR_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(if json { "warn,xdr_ingest=info" } else { "warn" }));
+        .unwrap_or_else(|_| EnvFilter::new(default_log_filter(json)));
     let _ = if json {
         let writer = std::io::stderr
             .with_max_level(tracing::Level::WARN)
@@ -232,18 +320,18 @@ pub struct IngestSummary {
 }
 
 async fn cmd_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
-    let lake = a.lake.open(true)?;
     let rules = match &a.rules {
         Some(p) => Rules::from_file(p)?,
         None => Rules::defaults(),
     };
+    let lake = a.lake.open(true)?;
     let cfg = PipelineConfig {
         rules,
-        max_record_bytes: a.max_record_bytes,
-        retention_days: a.retention_days,
+        max_record_bytes: a.max_record_bytes as usize,
+        retention_days: a.retention_days as i32,
     };
     let opts = FileOptions {
-        chunk_bytes: a.chunk_bytes,
+        chunk_bytes: a.chunk_bytes as usize,
     };
     let files = collect_inputs(&a.paths)?;
     let total: u64 = files
@@ -446,20 +534,13 @@ fn render_tables(lake: &Lake, infos: &[TableInfo]) -> String {
 }
 
 fn cmd_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let date = match &a.date {
-        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .with_context(|| format!("--date {d}: expected YYYY-MM-DD"))?,
-        None => chrono::Utc::now().date_naive(),
-    };
-    if !(0.0..=1.0).contains(&a.corrupt) {
-        anyhow::bail!("--corrupt must be between 0 and 1");
-    }
+    let date = a.date.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let opts = GenerateOptions {
         records: a.records,
         corrupt_rate: a.corrupt,
         seed: a.seed,
         date,
-        small: a.size == "small",
+        small: a.size == SizeMix::Small,
     };
     let m = generate::write_dataset(&a.out, a.form, &opts)?;
     for (form, e) in [("storage", &m.storage), ("eventhub", &m.eventhub)] {
@@ -481,11 +562,13 @@ fn cmd_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    // Listen first: the host probes `GET /` every 25 ms and gives up after 30-60 s.
+    // Settings first: a wrong one refuses to start, naming it (validation is quick, so the
+    // host's readiness probe, which gives up after 30-60 s, is not at risk).
+    let settings = crate::handler::HandlerSettings::from_env()
+        .context("refusing to start: a setting is not valid")?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
-    let settings = crate::handler::HandlerSettings::from_env()?;
     tracing::info!(port = a.port, lake = %settings.lake, "xdr-ingest handler listening");
     let state = crate::handler::AppState::new(settings)?;
     crate::handler::serve(listener, state).await?;
@@ -493,13 +576,20 @@ async fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn cmd_maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {
-    let lake = a.lake.open(false)?;
-    let done = crate::maintain::maintain(
-        &lake,
+    let vacuum = crate::maintain::VacuumRetention::new(
         a.vacuum_retention_hours,
-        &crate::maintain::CompactOptions::default(),
+        a.unsafe_vacuum_retention_may_lose_data,
     )
-    .await?;
+    .map_err(|e| {
+        UsageError(format!(
+            "--vacuum-retention-hours {}: {e}. Pass --unsafe-vacuum-retention-may-lose-data to force it with every writer stopped",
+            a.vacuum_retention_hours
+        ))
+    })?;
+    let lake = a.lake.open(false)?;
+    let done =
+        crate::maintain::maintain(&lake, vacuum, &crate::maintain::CompactOptions::default())
+            .await?;
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(ExitCode::from(if done.iter().any(|m| m.error.is_some()) {
         1

@@ -393,8 +393,8 @@ fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Dec
             return;
         }
         // borrowed, not allocated per record (serde's Cow<str> always owns)
-        Some(c) => match crate::json::as_str(c.get()) {
-            Some(c) => c,
+        Some(c) => match crate::json::as_str_lossy(c.get()) {
+            Some((c, _)) => c,
             None => {
                 out(dead(
                     raw,

@@ -21,6 +21,80 @@ pub fn as_str(raw: &str) -> Option<Cow<'_, str>> {
     serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
+/// Decodes a JSON string token like [`as_str`], but never fails on a token serde_json has
+/// validated: a lone surrogate escape (`"\ud800"`, valid JSON, not valid Unicode) becomes
+/// U+FFFD. The flag says whether that happened, so the caller can keep the original text.
+/// Returns `None` when `raw` is not a string token.
+pub fn as_str_lossy(raw: &str) -> Option<(Cow<'_, str>, bool)> {
+    if let Some(s) = as_str(raw) {
+        return Some((s, false));
+    }
+    let b = raw.as_bytes();
+    if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
+        return None;
+    }
+    let inner = &raw[1..raw.len() - 1];
+    let mut out = String::with_capacity(inner.len());
+    let mut lossy = false;
+    let mut chars = inner.char_indices().peekable();
+    let hex4 = |at: usize| -> Option<u32> {
+        inner
+            .get(at..at + 4)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let (_, e) = chars.next()?;
+        match e {
+            '"' => out.push('"'),
+            '\\' => out.push('\\'),
+            '/' => out.push('/'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'u' => {
+                let hi = hex4(i + 2)?;
+                for _ in 0..4 {
+                    chars.next();
+                }
+                if (0xD800..0xDC00).contains(&hi) {
+                    // a high surrogate: a pair only if `\uDC00..\uDFFF` follows
+                    let lo = if inner.get(i + 6..i + 8) == Some("\\u") {
+                        hex4(i + 8).filter(|lo| (0xDC00..0xE000).contains(lo))
+                    } else {
+                        None
+                    };
+                    match lo {
+                        Some(lo) => {
+                            for _ in 0..6 {
+                                chars.next();
+                            }
+                            let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                            out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+                        }
+                        None => {
+                            out.push('\u{FFFD}');
+                            lossy = true;
+                        }
+                    }
+                } else if (0xDC00..0xE000).contains(&hi) {
+                    out.push('\u{FFFD}');
+                    lossy = true;
+                } else {
+                    out.push(char::from_u32(hi).unwrap_or('\u{FFFD}'));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some((Cow::Owned(out), lossy))
+}
+
 /// Appends the compact form of valid JSON text to `out`: all insignificant whitespace removed,
 /// every token (numbers included, however large) kept byte for byte.
 pub fn write_compact(raw: &str, out: &mut String) {
@@ -170,6 +244,28 @@ mod tests {
             out,
             "{\"a b\":[1,2.50e3,123456789012345678901234567890],\"c\\\" \":null}"
         );
+    }
+
+    #[test]
+    fn lone_surrogates_decode_to_replacement_characters() {
+        assert_eq!(
+            as_str_lossy(r#""host-\ud800-1""#),
+            Some((Cow::Owned("host-\u{FFFD}-1".into()), true))
+        );
+        assert_eq!(
+            as_str_lossy(r#""a\udc00b\ud83d""#).map(|(s, l)| (s.into_owned(), l)),
+            Some(("a\u{FFFD}b\u{FFFD}".into(), true))
+        );
+        // a proper pair and ordinary escapes are not lossy
+        assert_eq!(
+            as_str_lossy(r#""\ud83d\ude00 \"q\" \u00e9\n""#).map(|(s, l)| (s.into_owned(), l)),
+            Some(("\u{1F600} \"q\" é\n".into(), false))
+        );
+        assert_eq!(
+            as_str_lossy(r#""x\ud800\u0041""#).map(|(s, l)| (s.into_owned(), l)),
+            Some(("x\u{FFFD}A".into(), true))
+        );
+        assert!(as_str_lossy("12").is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod generate;
 pub mod handler;
 pub mod json;
+pub mod limits;
 pub mod maintain;
 pub mod mem;
 pub mod model;

@@ -9,11 +9,25 @@
 //! lineage columns and the txns are untouched, so exactly-once holds across it. It matters
 //! because every append adds a file and delta-rs re-reads the list of active files after every
 //! commit: without it, commits slow down as tables age.
+//!
+//! Maintenance is a writer too, and two compactions may run at once (the CLI beside the timer,
+//! two timer invocations). delta-rs's conflict checker ignores removes with `dataChange: false`
+//! when it looks for files deleted twice (`check_for_deleted_files_against_current_txn_deleted_files`
+//! in deltalake-core 1.1 filters the winner's removes on `data_change`), so a second
+//! compaction of the same files would commit a second copy of their rows. Compaction therefore
+//! commits with no delta-rs retries, at exactly the version after the snapshot it checked:
+//! before each attempt it checks that every file it removes is still active in that snapshot,
+//! and gives up (deleting its own new files) if one is not.
+//!
+//! Vacuum deletes files no commit references once they are older than the retention. A file a
+//! running writer has written but not yet committed is such a file, so a retention shorter
+//! than the longest write would delete data about to be committed: [`VacuumRetention`] refuses
+//! anything below [`SAFE_VACUUM_RETENTION_HOURS`] unless the caller opts in explicitly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use deltalake::arrow::array::{Array, Date32Array};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Remove};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::logstore::object_store::path::Path;
@@ -25,6 +39,55 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::sink::{Lake, SinkError, write_one_partition, writer_properties};
+
+/// Delta's own default `deletedFileRetentionDuration` (7 days): vacuum never removes a file
+/// younger than this unless told to with [`VacuumRetention::new`]'s `allow_unsafe`.
+pub const SAFE_VACUUM_RETENTION_HOURS: u64 = 168;
+
+/// How long vacuum keeps files that no commit references: at least
+/// [`SAFE_VACUUM_RETENTION_HOURS`] unless the caller accepts the risk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VacuumRetention {
+    hours: u64,
+}
+
+/// A vacuum retention below the safe floor without the explicit opt-in.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "a vacuum retention of {hours} hours is below the safe floor of {SAFE_VACUUM_RETENTION_HOURS} hours: \
+     vacuum deletes every file no commit references that is older than the retention, and that \
+     includes the Parquet files a running ingest has written but not committed yet; its commit \
+     then points at missing files, the table cannot be read, and the watermarks say the rows landed"
+)]
+pub struct UnsafeRetention {
+    pub hours: u64,
+}
+
+impl VacuumRetention {
+    /// `allow_unsafe` lets a retention below the floor through (only with every writer of the
+    /// lake stopped).
+    pub fn new(hours: u64, allow_unsafe: bool) -> Result<Self, UnsafeRetention> {
+        if hours < SAFE_VACUUM_RETENTION_HOURS && !allow_unsafe {
+            return Err(UnsafeRetention { hours });
+        }
+        Ok(VacuumRetention { hours })
+    }
+
+    pub fn hours(&self) -> u64 {
+        self.hours
+    }
+}
+
+impl Default for VacuumRetention {
+    fn default() -> Self {
+        VacuumRetention {
+            hours: SAFE_VACUUM_RETENTION_HOURS,
+        }
+    }
+}
+
+/// How often a compaction re-checks and re-commits after other commits landed first.
+const MAX_COMPACTION_COMMIT_ATTEMPTS: usize = 30;
 
 /// A partition as the log writes it: (column, value) pairs, sorted.
 type PartitionKey = Vec<(String, Option<String>)>;
@@ -55,7 +118,7 @@ impl Default for CompactOptions {
 }
 
 /// What one compaction did.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Compaction {
     pub partitions: usize,
     pub files_removed: usize,
@@ -64,6 +127,11 @@ pub struct Compaction {
     pub input_bytes: u64,
     /// The table version of the compaction commit.
     pub version: Option<u64>,
+    /// Commit attempts redone because other commits (appends) landed first.
+    pub redone: u32,
+    /// Set when the compaction did not commit because another commit (a concurrent
+    /// compaction) had removed one of its input files: committing would have duplicated rows.
+    pub gave_up: Option<String>,
 }
 
 /// Compacts the small files of the partitions of `table` that have at least `opts.min_files`
@@ -146,19 +214,123 @@ pub async fn compact(
         }
         out.partitions += 1;
     }
-    let done = CommitBuilder::from(CommitProperties::default())
-        .with_actions(actions)
-        .build(
-            Some(table.snapshot()?),
-            table.log_store(),
-            DeltaOperation::Optimize {
-                predicate: None,
-                target_size: opts.target_file_bytes as i64,
-            },
-        )
-        .await?;
-    out.version = Some(done.version);
+    let removed: Vec<String> = by_partition
+        .values()
+        .flatten()
+        .map(|(path, _, _)| path.clone())
+        .collect();
+    let added: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Add(add) => Some(add.path.clone()),
+            _ => None,
+        })
+        .collect();
+    match commit_fenced(table, actions, &removed, opts).await {
+        Ok(Fenced::Committed { version, redone }) => {
+            out.version = Some(version);
+            out.redone = redone;
+        }
+        Ok(Fenced::InputGone { path, redone }) => {
+            out.redone = redone;
+            out.gave_up = Some(format!(
+                "input file {path} was removed by another commit (a concurrent compaction); \
+                 not committed, so its rows are not written twice"
+            ));
+            tracing::info!(table = %table.table_url(), path, "compaction gave up: its input was compacted by another writer");
+            delete_files(table, &added).await;
+        }
+        Err(e) => {
+            delete_files(table, &added).await;
+            return Err(e);
+        }
+    }
     Ok(out)
+}
+
+enum Fenced {
+    Committed { version: u64, redone: u32 },
+    InputGone { path: String, redone: u32 },
+}
+
+/// Commits a compaction exactly at the version after a snapshot in which every file it removes
+/// is still active: delta-rs is given no retries (it would check the newer commits with a
+/// conflict checker that lets a second remove of the same file through), and after a lost race
+/// the snapshot is refreshed and checked again.
+async fn commit_fenced(
+    table: &DeltaTable,
+    actions: Vec<Action>,
+    removed: &[String],
+    opts: &CompactOptions,
+) -> Result<Fenced, DeltaTableError> {
+    let mut snapshot = table.clone();
+    let mut redone = 0u32;
+    for _ in 0..MAX_COMPACTION_COMMIT_ATTEMPTS {
+        let active: HashSet<String> = snapshot
+            .snapshot()?
+            .log_data()
+            .iter()
+            .map(|f| f.path().into_owned())
+            .collect();
+        if let Some(gone) = removed.iter().find(|p| !active.contains(*p)) {
+            return Ok(Fenced::InputGone {
+                path: gone.clone(),
+                redone,
+            });
+        }
+        let result = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
+            .with_actions(actions.clone())
+            .build(
+                Some(snapshot.snapshot()?),
+                snapshot.log_store(),
+                DeltaOperation::Optimize {
+                    predicate: None,
+                    target_size: opts.target_file_bytes as i64,
+                },
+            )
+            .await;
+        match result {
+            Ok(done) => {
+                return Ok(Fenced::Committed {
+                    version: done.version,
+                    redone,
+                });
+            }
+            Err(e) if lost_race(&e) => {
+                redone += 1;
+                snapshot.update_incremental(None).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(DeltaTableError::Generic(format!(
+        "compaction could not commit in {MAX_COMPACTION_COMMIT_ATTEMPTS} attempts: other commits kept landing first"
+    )))
+}
+
+/// Another commit took the version this one was to have.
+fn lost_race(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
+
+/// Deletes files this compaction wrote and did not commit (best effort; a full vacuum removes
+/// what is left once it is past the retention).
+async fn delete_files(table: &DeltaTable, paths: &[String]) {
+    let store = table.object_store();
+    for p in paths {
+        if let Ok(path) = Path::from_url_path(p)
+            && let Err(e) = store.delete(&path).await
+        {
+            tracing::debug!(path = p, error = %e, "could not delete an uncommitted compaction file");
+        }
+    }
 }
 
 /// Days since the epoch of each partition value of a log partition key (`_date` is written
@@ -192,7 +364,7 @@ pub struct TableMaintenance {
 /// Maintains every existing table; an error on one table is reported, not fatal.
 pub async fn maintain(
     lake: &Lake,
-    vacuum_retention_hours: u64,
+    vacuum: VacuumRetention,
     compact_opts: &CompactOptions,
 ) -> Result<Vec<TableMaintenance>, SinkError> {
     let mut out = Vec::new();
@@ -220,10 +392,9 @@ pub async fn maintain(
             let mut table = table;
             m.compaction = compact(&table, compact_opts, budget).await?;
             budget = budget.saturating_sub(m.compaction.input_bytes);
-            if let Some(v) = m.compaction.version {
-                table.load_version(v).await?;
-                m.version = v;
-            }
+            // vacuum and the checkpoint see every commit, ours and any made meanwhile
+            table.update_incremental(None).await?;
+            m.version = table.version().unwrap_or(m.version);
             deltalake::checkpoints::create_checkpoint(&table, None).await?;
             m.checkpoint = true;
             m.logs_removed = deltalake::checkpoints::cleanup_metadata(&table, None).await?;
@@ -231,7 +402,7 @@ pub async fn maintain(
                 .clone()
                 .vacuum()
                 .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
-                .with_retention_period(chrono::Duration::hours(vacuum_retention_hours as i64))
+                .with_retention_period(chrono::Duration::hours(vacuum.hours() as i64))
                 .with_enforce_retention_duration(false)
                 .await?;
             m.files_vacuumed = metrics.files_deleted.len();

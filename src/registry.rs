@@ -152,7 +152,7 @@ pub fn dead_letter_schema() -> SchemaRef {
 }
 
 /// Schema of the `_ingest_runs` audit table: one row per committed run (or chunk) of a
-/// resumable source.
+/// resumable source, per Event Hub batch, and per sweep that moved its cursor.
 pub fn ingest_runs_schema() -> SchemaRef {
     static S: OnceLock<SchemaRef> = OnceLock::new();
     S.get_or_init(|| {
@@ -168,6 +168,15 @@ pub fn ingest_runs_schema() -> SchemaRef {
             Field::new("started_at", timestamp_type(), false),
             Field::new("finished_at", timestamp_type(), false),
             Field::new("duration_ms", DataType::Int64, false),
+            // added later: nullable, so tables written before read them as null
+            Field::new("rows_written", DataType::Int64, true),
+            Field::new("rows_already_present", DataType::Int64, true),
+            // positions never delivered between the source's watermark and this run's start
+            Field::new("positions_skipped", DataType::Int64, true),
+            // units at or below the source's watermark (a redelivery or a replay)
+            Field::new("positions_redelivered", DataType::Int64, true),
+            // what was unusual about this run, in words (gap, redelivery, restarted sequence)
+            Field::new("note", DataType::Utf8, true),
         ]))
     })
     .clone()

@@ -34,15 +34,16 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
-    /// `retention_days`: how far back an event's own date may set its partition.
+    /// `retention_days`: how far back an event's own date may set its partition (a negative
+    /// value is taken as 0: settings are validated at start-up, this only keeps `clamp` sound).
     pub fn new(source: &str, ingested_at_micros: i64, retention_days: i32) -> Self {
         let day = ingested_at_micros.div_euclid(MICROS_PER_DAY) as i32;
         BuildContext {
             source: source.to_owned(),
             ingested_at: ingested_at_micros,
             ingest_day: day,
-            min_day: day - retention_days,
-            max_day: day + 1,
+            min_day: day.saturating_sub(retention_days.max(0)),
+            max_day: day.saturating_add(1),
         }
     }
 
@@ -80,6 +81,9 @@ enum Fit {
     Null,
     /// Could not be coerced: the column got null, the value goes to `_rescued`.
     Rescue,
+    /// Stored with a substitution (a lone surrogate escape became U+FFFD): the column keeps
+    /// the readable value and the original text goes to `_rescued` too.
+    Lossy,
 }
 
 fn ts_builder(cap: usize) -> TimestampMicrosecondBuilder {
@@ -124,8 +128,19 @@ impl Col {
         match self {
             Col::Str(b) => {
                 match first {
-                    // a string token is always decodable once serde_json has validated it
-                    b'"' => b.append_value(json::as_str(raw).unwrap_or_default()),
+                    b'"' => match json::as_str_lossy(raw) {
+                        Some((v, lossy)) => {
+                            b.append_value(v);
+                            if lossy {
+                                return Fit::Lossy;
+                            }
+                        }
+                        // not reachable for a token serde_json validated; kept lossless anyway
+                        None => {
+                            b.append_null();
+                            return Fit::Rescue;
+                        }
+                    },
                     b'{' | b'[' => {
                         scratch.clear();
                         json::write_compact(raw, scratch);
@@ -397,7 +412,10 @@ impl<'a> TableBatchBuilder<'a> {
                 continue;
             };
             let mut t = None;
-            if col.append(v.get(), &mut self.scratch, &mut t) == Fit::Rescue {
+            if matches!(
+                col.append(v.get(), &mut self.scratch, &mut t),
+                Fit::Rescue | Fit::Lossy
+            ) {
                 rescue_into(&mut self.rescue_buf, &self.table.columns[i].name, v.get());
                 self.rescued_values += 1;
             }
@@ -655,11 +673,32 @@ mod tests {
     }
 
     #[test]
+    fn lone_surrogates_stay_readable_and_are_rescued() {
+        let rows = build(concat!(
+            r#"{"category":"AdvancedHunting-DeviceInfo","properties":{"Timestamp":"2026-07-18T14:08:56Z","#,
+            r#""DeviceName":"host-\ud800-1","OSPlatform":"ok \u00e9"}}"#
+        ));
+        assert_eq!(
+            col(&rows, "DeviceName").as_string::<i32>().value(0),
+            "host-\u{FFFD}-1"
+        );
+        assert_eq!(col(&rows, "OSPlatform").as_string::<i32>().value(0), "ok é");
+        assert_eq!(
+            col(&rows, "_rescued").as_string::<i32>().value(0),
+            r#"{"DeviceName":"host-\ud800-1"}"#
+        );
+        assert_eq!(rows.rescued_values, 1);
+    }
+
+    #[test]
     fn date_is_clamped() {
         let ctx = BuildContext::new("s", 100 * MICROS_PER_DAY, 30);
         assert_eq!(ctx.date_of(Some(99 * MICROS_PER_DAY + 5)), 99);
         assert_eq!(ctx.date_of(Some(3 * MICROS_PER_DAY)), 70);
         assert_eq!(ctx.date_of(Some(500 * MICROS_PER_DAY)), 101);
         assert_eq!(ctx.date_of(None), 100);
+        // a negative window cannot make `clamp` panic (min > max)
+        let ctx = BuildContext::new("s", 100 * MICROS_PER_DAY, -5);
+        assert_eq!(ctx.date_of(Some(3 * MICROS_PER_DAY)), 100);
     }
 }

@@ -14,7 +14,7 @@ use common::*;
 use failing_store::{FailMode, FailingStore};
 use xdr_ingest::decode::Unit;
 use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
-use xdr_ingest::maintain::{CompactOptions, compact, maintain};
+use xdr_ingest::maintain::{CompactOptions, VacuumRetention, compact, maintain};
 use xdr_ingest::model::Category;
 use xdr_ingest::model::SourceId;
 use xdr_ingest::pipeline::{PipelineConfig, ingest_units};
@@ -265,9 +265,13 @@ async fn compaction_keeps_every_row_and_exactly_once() {
     let files = files_of(&lake).await;
     assert!(tables.iter().all(|t| files[*t] == 10), "{files:?}");
 
-    let done = maintain(&lake, 168, &CompactOptions::default())
-        .await
-        .unwrap();
+    let done = maintain(
+        &lake,
+        VacuumRetention::default(),
+        &CompactOptions::default(),
+    )
+    .await
+    .unwrap();
     for m in &done {
         assert!(m.error.is_none(), "{m:?}");
         if tables.contains(&m.table.as_str()) {
@@ -295,9 +299,13 @@ async fn compaction_keeps_every_row_and_exactly_once() {
     assert_no_duplicates(&lake).await;
 
     // nothing left to compact: one big-enough file and one new one per table
-    let again = maintain(&lake, 168, &CompactOptions::default())
-        .await
-        .unwrap();
+    let again = maintain(
+        &lake,
+        VacuumRetention::default(),
+        &CompactOptions::default(),
+    )
+    .await
+    .unwrap();
     assert!(
         again.iter().all(|m| m.compaction.files_removed == 0),
         "{again:?}"

@@ -22,11 +22,12 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::decode::Unit;
-use crate::pipeline::{BatchReport, BatchStats, PipelineError, ingest_units};
+use crate::pipeline::{BatchReport, BatchStats, PipelineError};
 use crate::sink::Lake;
 use crate::source::blob::{
-    BlobError, BlobReadOptions, BlobRef, BlobStores, ingest_blob, sweep_container,
+    BlobError, BlobReadOptions, BlobRef, BlobStores, SweepOptions, ingest_blob, sweep_container,
 };
+use crate::source::eventhub::{EventBatchError, ingest_event_batch};
 use protocol::{Invocation, InvocationResponse, ProtocolError, decode_event_hub, structured, text};
 pub use settings::HandlerSettings;
 
@@ -128,6 +129,8 @@ struct Counts<'a> {
     already_present: u64,
     build_ms: u64,
     commit_ms: u64,
+    /// What was unusual (a gap, a redelivery, a restarted sequence, blobs behind).
+    note: Option<String>,
 }
 
 impl<'a> From<&'a BatchReport> for Counts<'a> {
@@ -138,6 +141,7 @@ impl<'a> From<&'a BatchReport> for Counts<'a> {
             already_present: r.commit.already_present(),
             build_ms: r.build_ms,
             commit_ms: r.commit_ms,
+            note: None,
         }
     }
 }
@@ -164,10 +168,11 @@ fn summarize(function: &str, id: &str, what: &str, r: Counts<'_>, started: Insta
         event_lag_s = lag_s,
         rows_by_table = %serde_json::to_string(&s.typed_rows).unwrap_or_default(),
         dead_letters_by_reason = %serde_json::to_string(&s.dead_letters).unwrap_or_default(),
+        note = r.note.as_deref(),
         "invocation"
     );
     format!(
-        "{function} {what}: {} records, {} typed rows, {} dead letters {:?}, {} rescued values; {} rows written, {} already in the lake; {} bytes; {} ms",
+        "{function} {what}: {} records, {} typed rows, {} dead letters {:?}, {} rescued values; {} rows written, {} already in the lake; {} bytes; {} ms{}",
         s.records,
         s.typed_total(),
         s.dead_total(),
@@ -176,7 +181,8 @@ fn summarize(function: &str, id: &str, what: &str, r: Counts<'_>, started: Insta
         r.written,
         r.already_present,
         s.bytes,
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        r.note.map(|n| format!("; {n}")).unwrap_or_default()
     )
 }
 
@@ -200,28 +206,43 @@ async fn event_hub(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
                 enqueued_at: e.enqueued_at,
             })
             .collect();
-        let report = ingest_units(&st.lake, &batch.source, &units, &st.settings.pipeline).await?;
+        let o = ingest_event_batch(&st.lake, &batch.source, &units, &st.settings.pipeline)
+            .await
+            .map_err(|e| match e {
+                EventBatchError::Positions(msg) => {
+                    InvocationError::Protocol(ProtocolError::Malformed {
+                        field: "Metadata.SequenceNumberArray".into(),
+                        msg,
+                    })
+                }
+                EventBatchError::Pipeline(p) => p.into(),
+            })?;
         let what = match (batch.events.first(), batch.events.last()) {
             (Some(a), Some(b)) => format!(
-                "p{} seq {}-{} ({} events)",
-                batch.partition,
+                "{} seq {}-{} ({} events)",
+                o.source,
                 a.sequence_number,
                 b.sequence_number,
                 batch.events.len()
             ),
-            _ => format!("p{} (no events)", batch.partition),
+            _ => format!("{} (no events)", o.source),
         };
+        let mut counts = Counts::from(&o.report);
+        counts.note = o.continuity.note();
         Ok(InvocationResponse::log(summarize(
             "EventHubIngest",
             &id,
             &what,
-            (&report).into(),
+            counts,
             started,
         )))
     }
     .await;
     respond("EventHubIngest", &id, r)
 }
+
+/// A Replay body is a URL and an offset; anything larger is refused.
+const MAX_REPLAY_BODY_BYTES: usize = 16 * 1024;
 
 /// A unit of blob work: our own `{"url": …, "start_offset": …}` item, or an Event Grid
 /// `BlobCreated` event (as Event Grid writes it to a queue: `data.url`).
@@ -236,6 +257,17 @@ impl WorkItem {
         let v = match v {
             Value::String(_) => structured("work item", &Value::String(text(v)))?,
             other => other.clone(),
+        };
+        // Event Grid may deliver its schema's array of one event
+        let v = match v {
+            Value::Array(mut a) if a.len() == 1 => a.remove(0),
+            Value::Array(a) => {
+                return Err(ProtocolError::Malformed {
+                    field: "work item".into(),
+                    msg: format!("expected one event, found an array of {}", a.len()),
+                });
+            }
+            other => other,
         };
         let url = v
             .get("url")
@@ -277,12 +309,25 @@ async fn blob_ingest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
             .data(&st.settings.queue_binding)
             .ok_or_else(|| ProtocolError::Missing(format!("Data.{}", st.settings.queue_binding)))?;
         let item = WorkItem::parse(raw)?;
-        let blob = BlobRef::parse_url(&item.url)?;
         let s = &st.settings;
+        let blob = BlobRef::parse_url(&item.url, &s.url_policy())?;
+        // the same allow-list as Replay: a queue message naming any other blob is refused
+        // (failed, so that after the queue's retries it lands in the poison queue, where the
+        // alert sees it), never read with the app's identity
+        if !s.blob_allowed(&blob) {
+            return Err(InvocationError::Protocol(ProtocolError::Malformed {
+                field: "work item url".into(),
+                msg: format!(
+                    "{}/{} is not in XDR_REPLAY_ALLOWLIST: refused, not read",
+                    blob.account, blob.container
+                ),
+            }));
+        }
         let opts = BlobReadOptions {
             chunk_bytes: s.chunk_bytes,
             grace: s.grace,
             now: chrono::Utc::now(),
+            deadline: Some(started + s.blob_time_budget),
         };
         let o = ingest_blob(
             &st.lake,
@@ -306,20 +351,40 @@ async fn blob_ingest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
             },
             if o.final_ { ", final" } else { "" }
         );
+        let mut note = o.note.clone();
+        let mut response = InvocationResponse::default();
+        if let Some(at) = o.continue_at {
+            // out of time: what is done is committed; the rest goes to a new work item, which
+            // resumes from the watermark (`at`, or further if another pass got there first)
+            let cont = WorkItem {
+                url: s.blob_url(&blob),
+                start_offset: None,
+            };
+            response = response.with_output(
+                &s.queue_output_binding,
+                Value::Array(vec![cont.to_message()]),
+            );
+            let msg = format!(
+                "time budget of {} s used up: continuation enqueued from byte {at}",
+                s.blob_time_budget.as_secs()
+            );
+            note = Some(match note {
+                Some(n) => format!("{n}; {msg}"),
+                None => msg,
+            });
+        }
         let counts = Counts {
             stats: &o.stats,
             written: o.written,
             already_present: o.already_present,
             build_ms: 0,
             commit_ms: 0,
+            note,
         };
-        Ok(InvocationResponse::log(summarize(
-            "BlobIngest",
-            &id,
-            &what,
-            counts,
-            started,
-        )))
+        response
+            .logs
+            .push(summarize("BlobIngest", &id, &what, counts, started));
+        Ok(response)
     }
     .await;
     respond("BlobIngest", &id, r)
@@ -332,10 +397,24 @@ async fn blob_sweep(State(st): State<Arc<AppState>>, headers: HeaderMap, _body: 
         let Some(account) = &s.defender_account else {
             return Ok(InvocationResponse::log("BlobSweep: XDR_DEFENDER_STORAGE_ACCOUNT is not set; nothing to sweep"));
         };
-        let now = chrono::Utc::now();
+        let opts = SweepOptions {
+            now: chrono::Utc::now(),
+            recent_hours: s.sweep_hours,
+            max_catch_up_hours: s.sweep_max_catch_up_hours,
+            grace: s.grace,
+        };
         let mut messages = Vec::new();
+        let (mut closed_behind, mut catch_up_left, mut hours) = (0usize, 0i64, 0usize);
+        let mut behind_examples = Vec::new();
         for container in &s.containers {
-            for g in sweep_container(&st.lake, &st.blobs, account, container, now, s.sweep_hours).await? {
+            let o = sweep_container(&st.lake, &st.blobs, account, container, opts).await?;
+            closed_behind += o.closed_behind();
+            catch_up_left = catch_up_left.max(o.catch_up_hours_left);
+            hours += o.hours_scanned;
+            for g in &o.grown {
+                if g.closed && behind_examples.len() < 5 {
+                    behind_examples.push(format!("{} ({} of {} bytes)", g.blob.source_id(), g.watermark, g.length));
+                }
                 messages.push(
                     WorkItem {
                         url: s.blob_url(&g.blob),
@@ -345,8 +424,17 @@ async fn blob_sweep(State(st): State<Arc<AppState>>, headers: HeaderMap, _body: 
                 );
             }
         }
-        tracing::info!(function = "BlobSweep", invocation_id = %id, enqueued = messages.len(), "sweep");
-        let line = format!("BlobSweep: {} grown blob(s) enqueued", messages.len());
+        if closed_behind > 0 {
+            // a closed blob should have been read to its end by now: an outage being caught
+            // up, or a BlobIngest that keeps failing (see the poison queue)
+            tracing::warn!(function = "BlobSweep", invocation_id = %id, closed_behind, examples = ?behind_examples, "closed blobs behind their watermark");
+        }
+        tracing::info!(function = "BlobSweep", invocation_id = %id, enqueued = messages.len(), closed_behind, catch_up_hours_left = catch_up_left, hours_listed = hours, "sweep");
+        let line = format!(
+            "BlobSweep: {} grown blob(s) enqueued, {closed_behind} of them closed and behind their watermark; {hours} hour folders listed{}",
+            messages.len(),
+            if catch_up_left > 0 { format!("; catching up, {catch_up_left} hours still to list") } else { String::new() }
+        );
         Ok(InvocationResponse::log(line).with_output(&s.queue_output_binding, Value::Array(messages)))
     }
     .await;
@@ -363,11 +451,18 @@ async fn replay(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
             .map(|v| structured("Data.req", v))
             .transpose()?
             .ok_or_else(|| ProtocolError::Missing(format!("Data.{}", s.http_binding)))?;
-        let caller_body = req.get("Body").map(text).unwrap_or_default();
         let answer = |status: u16, body: Value| {
             tracing::info!(function = "Replay", invocation_id = %id, status, body = %body, "replay");
             InvocationResponse::log(format!("Replay: {status} {body}")).with_http(&s.http_output_binding, status, &body)
         };
+        // The host leaves `Body` out when the request had no Content-Length (chunked transfer
+        // encoding) as well as when it was empty.
+        let Some(caller_body) = req.get("Body").filter(|b| !b.is_null()).map(text) else {
+            return Ok(answer(400, json!({"error": "the request reached the app without a body: send {\"url\": ...} as JSON with a Content-Length header (the Functions host drops bodies sent with chunked transfer encoding)"})));
+        };
+        if caller_body.len() > MAX_REPLAY_BODY_BYTES {
+            return Ok(answer(400, json!({"error": format!("the body is larger than {MAX_REPLAY_BODY_BYTES} bytes; send {{\"url\": ..., \"start_offset\": N?}} only")})));
+        }
         let item = match serde_json::from_str::<Value>(&caller_body)
             .map_err(|e| ProtocolError::Body(e.to_string()))
             .and_then(|v| WorkItem::parse(&v))
@@ -377,17 +472,22 @@ async fn replay(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
                 return Ok(answer(400, json!({"error": format!("expected {{\"url\": \"https://<account>.blob.core.windows.net/<container>/<path>\", \"start_offset\": N?}}: {e}")})));
             }
         };
-        let blob = match BlobRef::parse_url(&item.url) {
+        let blob = match BlobRef::parse_url(&item.url, &s.url_policy()) {
             Ok(b) => b,
             Err(e) => return Ok(answer(400, json!({"error": e.to_string()}))),
         };
-        if !s.replay_allowed(&blob) {
+        if !s.blob_allowed(&blob) {
             return Ok(answer(
                 403,
                 json!({"error": format!("{}/{} is not in XDR_REPLAY_ALLOWLIST", blob.account, blob.container)}),
             ));
         }
-        let msg = item.to_message();
+        // the work item names the blob canonically: nothing of the caller's text is echoed
+        let msg = WorkItem {
+            url: s.blob_url(&blob),
+            start_offset: item.start_offset,
+        }
+        .to_message();
         Ok(answer(202, json!({"accepted": true, "source": blob.source_id().to_string(), "work": msg}))
             .with_output(&s.queue_output_binding, Value::Array(vec![msg])))
     }
@@ -405,7 +505,7 @@ async fn maintenance(
         let started = Instant::now();
         let done = crate::maintain::maintain(
             &st.lake,
-            st.settings.vacuum_retention_hours,
+            st.settings.vacuum,
             &crate::maintain::CompactOptions::default(),
         )
             .await

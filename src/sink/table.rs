@@ -149,7 +149,7 @@ impl TableHandle {
 
     async fn open_or_create(&self) -> Result<DeltaTable, SinkError> {
         if let Some(t) = self.load_existing().await? {
-            return Ok(t);
+            return self.evolve(t).await;
         }
         let st: StructType = self
             .schema
@@ -183,6 +183,54 @@ impl TableHandle {
             Err(e) => match self.load_existing().await? {
                 Some(t) => Ok(t),
                 None => Err(self.err(e)),
+            },
+        }
+    }
+
+    /// Adds the columns this handle writes that an existing table lacks (a table written by an
+    /// older release): new nullable columns only, in one metadata commit; old rows read them as
+    /// null. A concurrent writer doing the same wins or loses the race harmlessly.
+    async fn evolve(&self, table: DeltaTable) -> Result<DeltaTable, SinkError> {
+        let current: std::collections::HashSet<String> = table
+            .snapshot()
+            .map_err(|e| self.err(e))?
+            .schema()
+            .fields()
+            .map(|f| f.name().to_owned())
+            .collect();
+        let missing: Vec<_> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| !current.contains(f.name()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(table);
+        }
+        if let Some(f) = missing.iter().find(|f| !f.is_nullable()) {
+            return Err(SinkError::Schema(format!(
+                "{}: the table lacks the non-nullable column {}; it cannot be added to existing rows",
+                self.name,
+                f.name()
+            )));
+        }
+        let st: StructType = (&deltalake::arrow::datatypes::Schema::new(missing.clone()))
+            .try_into_kernel()
+            .map_err(|e| self.err(DeltaTableError::from(e)))?;
+        tracing::info!(table = %self.name, columns = ?missing.iter().map(|f| f.name()).collect::<Vec<_>>(), "adding columns to an existing table");
+        let added = table
+            .clone()
+            .add_columns()
+            .with_fields(st.fields().cloned().collect::<Vec<_>>())
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .await;
+        match added {
+            Ok(t) => Ok(t),
+            // another writer evolved it (or committed) first: take the newest table as it is
+            Err(_) => match self.load_existing().await? {
+                Some(t) => Ok(t),
+                None => Err(SinkError::Schema(format!("{}: table vanished", self.name))),
             },
         }
     }
@@ -272,11 +320,46 @@ impl TableHandle {
         self.watermark(st, source).await
     }
 
-    /// A fresh copy of the current table (refreshed), for inspection.
-    pub async fn snapshot_table(&self) -> Result<DeltaTable, SinkError> {
+    /// The txn versions of several app ids, read from one refresh of the table.
+    pub async fn txn_versions(&self, ids: &[&str]) -> Result<Vec<Option<i64>>, SinkError> {
         let mut guard = self.state.lock().await;
         self.refresh(&mut guard).await?;
-        Ok(guard.as_ref().expect("refreshed").table.clone())
+        let st = guard.as_mut().expect("refreshed");
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.watermark(st, id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Appends `batch` with no txn and no filter: audit rows that record an occurrence (a
+    /// redelivery that added nothing), which no watermark governs.
+    pub async fn append_unfenced(&self, batch: &RecordBatch) -> Result<u64, SinkError> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        for attempt in 0..MAX_CONFLICT_REDOS {
+            let mut table = {
+                let mut guard = self.state.lock().await;
+                self.refresh(&mut guard).await?;
+                guard.as_ref().expect("refreshed").table.clone()
+            };
+            match self.commit(&mut table, batch.clone(), &[]).await {
+                Ok(version) => {
+                    self.install(table).await;
+                    return Ok(version);
+                }
+                Err(e) if is_conflict(&e) => {
+                    tracing::info!(table = %self.name, attempt, error = %e, "commit conflict; redoing against the new snapshot");
+                    continue;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Err(SinkError::ConflictRetries {
+            table: self.name.clone(),
+            attempts: MAX_CONFLICT_REDOS,
+        })
     }
 
     /// Appends `batch` exactly once: rows may come from several sources (`source_column`);
@@ -288,6 +371,20 @@ impl TableHandle {
         batch: &RecordBatch,
         position_column: &str,
         source_column: &str,
+    ) -> Result<AppendOutcome, SinkError> {
+        self.append_exactly_once_with(batch, position_column, source_column, &[])
+            .await
+    }
+
+    /// [`Self::append_exactly_once`], with `extra_txns` committed beside the sources' own
+    /// when (and only when) rows are committed: state that must move with them, such as the
+    /// newest enqueued time of an Event Hub partition.
+    pub async fn append_exactly_once_with(
+        &self,
+        batch: &RecordBatch,
+        position_column: &str,
+        source_column: &str,
+        extra_txns: &[(String, i64)],
     ) -> Result<AppendOutcome, SinkError> {
         let total = batch.num_rows() as u64;
         let col = |name: &str| {
@@ -316,17 +413,21 @@ impl TableHandle {
                 let mut guard = self.state.lock().await;
                 self.refresh(&mut guard).await?;
                 let st = guard.as_mut().expect("refreshed");
-                let mut w: HashMap<&str, i64> = HashMap::with_capacity(max_by_source.len());
+                let mut w: HashMap<&str, Option<i64>> = HashMap::with_capacity(max_by_source.len());
                 for s in max_by_source.keys() {
-                    w.insert(s, self.watermark(st, s).await?.unwrap_or(-1));
+                    w.insert(s, self.watermark(st, s).await?);
                 }
                 (st.table.clone(), w)
             };
+            // a source with no txn yet takes every row (whatever its position's sign)
             let keep: BooleanArray = sources
                 .iter()
                 .zip(positions.iter())
                 .map(|(s, p)| match (s, p) {
-                    (Some(s), Some(p)) => Some(p > watermarks.get(s).copied().unwrap_or(-1)),
+                    (Some(s), Some(p)) => Some(match watermarks.get(s).copied().flatten() {
+                        Some(w) => p > w,
+                        None => true,
+                    }),
                     _ => Some(false),
                 })
                 .collect();
@@ -344,7 +445,7 @@ impl TableHandle {
             let kept_sources = rows
                 .column_by_name(source_column)
                 .map(|c| c.as_string::<i32>().clone());
-            let mut txns: Vec<(String, i64)> = Vec::new();
+            let mut txns: Vec<(String, i64)> = extra_txns.to_vec();
             if let Some(ks) = kept_sources {
                 let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
                 for s in ks.iter().flatten() {
@@ -400,6 +501,7 @@ impl TableHandle {
         let mut writer = RecordBatchWriter::for_table(table)?
             .with_writer_properties(writer_properties())
             .with_commit_properties(props);
+        let rows = conform(rows, &writer.arrow_schema())?;
         match single_partition(&rows, self.partition_by) {
             // The usual case: every row has the same `_date`. Handing the batch over as one
             // partition skips delta-rs's split, which copies every column (`take`).
@@ -434,6 +536,50 @@ struct TxnAction {
     #[serde(rename = "appId")]
     app_id: String,
     version: i64,
+}
+
+/// `rows` in the table's column order, with a null column for each nullable column the table
+/// has and the batch lacks (a table evolved by a newer release or a schema overlay).
+fn conform(rows: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, DeltaTableError> {
+    if rows.schema().fields() == table.fields() {
+        return Ok(rows);
+    }
+    let mut cols = Vec::with_capacity(table.fields().len());
+    for f in table.fields() {
+        match rows.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => cols.push(c.clone()),
+            None if f.is_nullable() => cols.push(deltalake::arrow::array::new_null_array(
+                f.data_type(),
+                rows.num_rows(),
+            )),
+            Some(c) => {
+                return Err(DeltaTableError::Generic(format!(
+                    "column {} is {} in the table but {} in the batch",
+                    f.name(),
+                    f.data_type(),
+                    c.data_type()
+                )));
+            }
+            None => {
+                return Err(DeltaTableError::Generic(format!(
+                    "the table has a non-nullable column {} the batch lacks",
+                    f.name()
+                )));
+            }
+        }
+    }
+    if let Some(extra) = rows
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| table.field_with_name(f.name()).is_err())
+    {
+        return Err(DeltaTableError::Generic(format!(
+            "the batch has a column {} the table lacks",
+            extra.name()
+        )));
+    }
+    RecordBatch::try_new(table.clone(), cols).map_err(|e| DeltaTableError::Generic(e.to_string()))
 }
 
 /// The partition column of `rows` when all rows share one non-null value of it, for

@@ -38,34 +38,48 @@ impl From<crate::sink::SinkError> for IngestError {
 }
 
 /// The input files named by `paths`: files as given, directories walked recursively for
-/// `*.json` and `*.jsonl` (names starting with `_` or `.` skipped), in a stable order.
+/// `*.json` and `*.jsonl` (names starting with `_` or `.` skipped), in a stable order, each
+/// file once: paths are canonicalized (symlinks resolved), so a file named twice, reached
+/// through a directory and its subdirectory, or through a symlink, is read once.
 pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
+    let io = |p: &Path, source| IngestError::Io {
+        path: p.display().to_string(),
+        source,
+    };
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|source| IngestError::Io {
-            path: p.display().to_string(),
-            source,
-        })?;
-        if meta.is_dir() {
-            let mut found: Vec<PathBuf> = walkdir::WalkDir::new(p)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_file())
+        let meta = std::fs::metadata(p).map_err(|e| io(p, e))?;
+        let found: Vec<PathBuf> = if meta.is_dir() {
+            let mut found = Vec::new();
+            for entry in walkdir::WalkDir::new(p).follow_links(true) {
+                // an unreadable directory or a symlink loop is an error, not a silent skip
+                let entry = entry.map_err(|e| {
+                    let path = e.path().unwrap_or(p).to_path_buf();
+                    io(&path, e.into())
+                })?;
+                let name = entry.file_name().to_string_lossy();
                 // `_manifest.json`, `.hidden.json`: not data (the Spark convention)
-                .filter(|e| !e.file_name().to_string_lossy().starts_with(['_', '.']))
-                .map(|e| e.into_path())
-                .filter(|p| {
-                    matches!(
-                        p.extension().and_then(|e| e.to_str()),
-                        Some("json") | Some("jsonl")
-                    )
-                })
-                .collect();
+                if !entry.file_type().is_file() || name.starts_with(['_', '.']) {
+                    continue;
+                }
+                if matches!(
+                    entry.path().extension().and_then(|e| e.to_str()),
+                    Some("json") | Some("jsonl")
+                ) {
+                    found.push(entry.into_path());
+                }
+            }
             found.sort();
-            out.extend(found);
+            found
         } else {
-            out.push(p.clone());
+            vec![p.clone()]
+        };
+        for f in found {
+            let canonical = f.canonicalize().map_err(|e| io(&f, e))?;
+            if seen.insert(canonical.clone()) {
+                out.push(canonical);
+            }
         }
     }
     Ok(out)
@@ -156,12 +170,8 @@ async fn flush(lake: &Lake, p: &mut Pending, run: &mut IngestRun) -> Result<(), 
     let rows: Vec<RunRow> = pending
         .runs
         .iter()
-        .map(|(_, source, start, end, stats, started_at)| RunRow {
-            source,
-            start: *start,
-            end: *end,
-            stats,
-            started_at: *started_at,
+        .map(|(_, source, start, end, stats, started_at)| {
+            RunRow::chunk(source, *start, *end, stats, *started_at)
         })
         .collect();
     record_runs(lake, &rows).await?;
@@ -189,13 +199,20 @@ pub async fn ingest_files(
     let mut pending = Pending::default();
     let mut read = 0u64;
     let mut flushes = 0usize;
-    for (idx, path) in paths.iter().enumerate() {
+    let mut sources = std::collections::HashSet::new();
+    for path in paths {
         let io = |source: std::io::Error| IngestError::Io {
             path: path.display().to_string(),
             source,
         };
         let abs = path.canonicalize().map_err(io)?;
         let source = SourceId::file(&abs);
+        // The same file twice in one run would put the same positions of one source into one
+        // commit twice, past the watermark filter: read each file once.
+        if !sources.insert(source.clone()) {
+            continue;
+        }
+        let idx = run.files.len();
         let start = resume_offset(lake, &source).await?;
         run.files.push(FileOutcome {
             path: path.to_path_buf(),

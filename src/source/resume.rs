@@ -30,28 +30,73 @@ pub async fn ingest_chunk(
     source: &SourceId,
     chunk: Chunk,
     cfg: &PipelineConfig,
+    annotate: impl FnOnce(&mut RunRow<'_>),
 ) -> Result<BatchReport, PipelineError> {
     let started = chrono::Utc::now().timestamp_micros();
     let (start, end) = (chunk.start, chunk.end);
     let (built, build_ms) = build_for(source, &chunk.units(), cfg)?;
     drop(chunk);
     let report = commit_built(lake, built, build_ms).await?;
-    record_run(lake, source, start, end, &report.stats, started).await?;
+    let mut row = RunRow::chunk(source, start, end, &report.stats, started);
+    row.written = Some(report.commit.written());
+    row.already_present = Some(report.commit.already_present());
+    annotate(&mut row);
+    record_runs(lake, &[row]).await?;
     Ok(report)
 }
 
-/// One `_ingest_runs` row: a chunk `[start, end)` of `source` that has committed.
+/// One `_ingest_runs` row: a chunk `[start, end)` of `source` that has committed (or an
+/// Event Hub batch, positions `start..=end`).
 pub struct RunRow<'a> {
     pub source: &'a SourceId,
     pub start: i64,
     pub end: i64,
+    /// Input bytes.
+    pub bytes: u64,
     pub stats: &'a BatchStats,
     pub started_at: i64,
+    /// Rows this run wrote and rows the lake already had, when known for this source alone.
+    pub written: Option<u64>,
+    pub already_present: Option<u64>,
+    /// Positions between the source's watermark and `start` that never arrived.
+    pub skipped: Option<i64>,
+    /// Units at or below the source's watermark.
+    pub redelivered: Option<i64>,
+    /// What was unusual, in words.
+    pub note: Option<String>,
+}
+
+impl<'a> RunRow<'a> {
+    /// A chunk of a file or blob: `[start, end)` bytes.
+    pub fn chunk(
+        source: &'a SourceId,
+        start: i64,
+        end: i64,
+        stats: &'a BatchStats,
+        started_at: i64,
+    ) -> Self {
+        RunRow {
+            source,
+            start,
+            end,
+            bytes: (end - start).max(0) as u64,
+            stats,
+            started_at,
+            written: None,
+            already_present: None,
+            skipped: None,
+            redelivered: None,
+            note: None,
+        }
+    }
 }
 
 fn run_batch(rows: &[RunRow<'_>]) -> Result<RecordBatch, ArrowError> {
     let finished = chrono::Utc::now().timestamp_micros();
     let ints = |f: &dyn Fn(&RunRow) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let opt_ints = |f: &dyn Fn(&RunRow) -> Option<i64>| -> ArrayRef {
         Arc::new(Int64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
     };
     let ts = |f: &dyn Fn(&RunRow) -> i64| -> ArrayRef {
@@ -74,23 +119,47 @@ fn run_batch(rows: &[RunRow<'_>]) -> Result<RecordBatch, ArrowError> {
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| {
                 serde_json::to_string(&r.stats.typed_rows).unwrap_or_else(|_| "{}".into())
             }))),
-            ints(&|r| r.end - r.start),
+            ints(&|r| r.bytes as i64),
             ts(&|r| r.started_at),
             ts(&|_| finished),
             ints(&|r| (finished - r.started_at) / 1000),
+            opt_ints(&|r| r.written.map(|v| v as i64)),
+            opt_ints(&|r| r.already_present.map(|v| v as i64)),
+            opt_ints(&|r| r.skipped),
+            opt_ints(&|r| r.redelivered),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.note.clone()).collect::<Vec<_>>(),
+            )),
         ],
     )
 }
 
 /// Appends run rows (one commit, with `txn(source, end)` per source).
 pub async fn record_runs(lake: &Lake, rows: &[RunRow<'_>]) -> Result<AppendOutcome, SinkError> {
+    record_runs_with(lake, rows, &[]).await
+}
+
+/// [`record_runs`] with more txns committed beside the sources' (see
+/// [`crate::sink::TableHandle::append_exactly_once_with`]). A row at or below its source's
+/// watermark (a redelivery that added nothing) is still recorded, as an audit row without a
+/// txn, so that the run table shows every delivery.
+pub async fn record_runs_with(
+    lake: &Lake,
+    rows: &[RunRow<'_>],
+    extra_txns: &[(String, i64)],
+) -> Result<AppendOutcome, SinkError> {
     if rows.is_empty() {
         return Ok(AppendOutcome::default());
     }
     let batch = run_batch(rows)?;
-    lake.ingest_runs()?
-        .append_exactly_once(&batch, "end_position", "source")
-        .await
+    let runs = lake.ingest_runs()?;
+    let o = runs
+        .append_exactly_once_with(&batch, "end_position", "source", extra_txns)
+        .await?;
+    if o.written == 0 && rows.iter().any(|r| r.note.is_some()) {
+        runs.append_unfenced(&batch).await?;
+    }
+    Ok(o)
 }
 
 /// Appends the run row of one chunk.
@@ -104,13 +173,7 @@ pub async fn record_run(
 ) -> Result<AppendOutcome, SinkError> {
     record_runs(
         lake,
-        &[RunRow {
-            source,
-            start,
-            end,
-            stats,
-            started_at,
-        }],
+        &[RunRow::chunk(source, start, end, stats, started_at)],
     )
     .await
 }

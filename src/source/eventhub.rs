@@ -1,0 +1,307 @@
+//! Event Hub batches: the continuity of a partition's sequence numbers. Before a batch runs
+//! through the pipeline it is checked against what the lake has committed for its partition:
+//! a gap (sequence numbers that never arrived), a redelivery (numbers at or below the
+//! watermark, which the tables drop), or a restarted sequence (a hub deleted and recreated
+//! under the same name starts again at 0). A restart opens a new *epoch* of the source, so
+//! the new hub's events land exactly once under their own txn id instead of being dropped as
+//! "already in the lake". Every batch is recorded in `_ingest_runs` with what was found.
+//!
+//! State per partition, in `_ingest_runs` (committed with each batch's run row):
+//! - txn `<source>` (the epoch's source id): the highest sequence number recorded;
+//! - txn `xdr:enqueued:<source>`: the newest enqueued time recorded (µs), which tells a
+//!   redelivery (enqueued no later than that) from a restarted sequence (enqueued after it);
+//! - txn `xdr:epoch:<partition id>`: the partition's current epoch (absent: 0).
+
+use std::time::Instant;
+
+use crate::decode::Unit;
+use crate::model::SourceId;
+use crate::pipeline::{BatchReport, PipelineConfig, PipelineError, build_for, commit_built};
+use crate::sink::Lake;
+use crate::source::resume::{RunRow, record_runs_with};
+
+/// A batch the protocol does not allow.
+#[derive(Debug, thiserror::Error)]
+pub enum EventBatchError {
+    /// Sequence numbers that are negative or not strictly increasing within the batch: not
+    /// what an Event Hub partition delivers.
+    #[error("sequence numbers: {0}")]
+    Positions(String),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl From<crate::sink::SinkError> for EventBatchError {
+    fn from(e: crate::sink::SinkError) -> Self {
+        EventBatchError::Pipeline(PipelineError::Sink(e))
+    }
+}
+
+/// What the batch was, relative to the committed state of its partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Continuity {
+    /// The epoch the batch belongs to (0 until a restarted sequence is seen).
+    pub epoch: u32,
+    /// The partition's sequence restarted with this batch: a new epoch began, whose
+    /// predecessor had reached this watermark.
+    pub restarted_after: Option<i64>,
+    /// Sequence numbers between the watermark and this batch's first that never arrived
+    /// (inclusive range).
+    pub gap: Option<(i64, i64)>,
+    /// Events at or below the watermark (a redelivery): their range and count.
+    pub redelivered: Option<(i64, i64, u64)>,
+    /// The watermark the batch was checked against.
+    pub watermark: Option<i64>,
+}
+
+impl Continuity {
+    /// A sentence for the run table and the logs; `None` when the batch simply followed on.
+    pub fn note(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(w) = self.restarted_after {
+            parts.push(format!(
+                "sequence restarted (hub recreated?): events enqueued after everything committed \
+                 came at or below watermark {w}; epoch {} began",
+                self.epoch
+            ));
+        }
+        if let Some((a, b)) = self.gap {
+            parts.push(format!(
+                "gap: sequence numbers {a}-{b} ({} events) never arrived (retention expiry, or a \
+                 batch delivered out of order)",
+                b - a + 1
+            ));
+        }
+        if let Some((a, b, n)) = self.redelivered {
+            parts.push(format!(
+                "redelivered: {n} events with sequence numbers {a}-{b}, at or below watermark {}",
+                self.watermark.unwrap_or(-1)
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// What ingesting one batch did.
+#[derive(Debug, Clone)]
+pub struct EventBatchOutcome {
+    /// The source id the rows carry (`_source`): the partition's, with `#epoch<n>` after a
+    /// restart.
+    pub source: SourceId,
+    pub continuity: Continuity,
+    pub report: BatchReport,
+}
+
+/// The source id of `partition`'s epoch `n`.
+pub fn epoch_source(partition: &SourceId, epoch: u32) -> SourceId {
+    if epoch == 0 {
+        partition.clone()
+    } else {
+        SourceId::custom(format!("{partition}#epoch{epoch}"))
+    }
+}
+
+fn enqueued_txn(source: &SourceId) -> String {
+    format!("xdr:enqueued:{source}")
+}
+
+fn epoch_txn(partition: &SourceId) -> String {
+    format!("xdr:epoch:{partition}")
+}
+
+/// Checks a batch's positions: non-negative and strictly increasing.
+fn check_positions(units: &[Unit<'_>]) -> Result<(), EventBatchError> {
+    for (i, u) in units.iter().enumerate() {
+        if u.position < 0 {
+            return Err(EventBatchError::Positions(format!(
+                "event {i} has sequence number {}; Event Hub sequence numbers are never negative",
+                u.position
+            )));
+        }
+        if i > 0 && u.position <= units[i - 1].position {
+            return Err(EventBatchError::Positions(format!(
+                "event {i} has sequence number {} after {}; a partition's batch is strictly increasing",
+                u.position,
+                units[i - 1].position
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Classifies a batch against the partition's state: `epoch`, the epoch's `watermark` and
+/// newest recorded enqueued time.
+pub fn classify(
+    units: &[Unit<'_>],
+    epoch: u32,
+    watermark: Option<i64>,
+    newest_enqueued: Option<i64>,
+) -> Continuity {
+    let mut c = Continuity {
+        epoch,
+        watermark,
+        ..Default::default()
+    };
+    let Some(first) = units.first() else {
+        return c;
+    };
+    let Some(w) = watermark else {
+        return c;
+    };
+    // A committed event was enqueued no later than the newest enqueued time recorded with
+    // it, so an event at or below the watermark enqueued after that cannot be a redelivery:
+    // the partition's numbering started again.
+    let restarted = newest_enqueued.is_some_and(|e| {
+        units
+            .iter()
+            .any(|u| u.position <= w && u.enqueued_at.is_some_and(|t| t > e))
+    });
+    if restarted {
+        c.epoch = epoch + 1;
+        c.restarted_after = Some(w);
+        c.watermark = None;
+        return c;
+    }
+    if first.position > w + 1 {
+        c.gap = Some((w + 1, first.position - 1));
+    }
+    let below: Vec<i64> = units
+        .iter()
+        .map(|u| u.position)
+        .filter(|p| *p <= w)
+        .collect();
+    if let (Some(a), Some(b)) = (below.first(), below.last()) {
+        c.redelivered = Some((*a, *b, below.len() as u64));
+    }
+    c
+}
+
+/// Ingests one batch of one partition (`partition` is its epoch-0 source id): checks it,
+/// picks the epoch, runs the pipeline, and commits every table and the batch's run row.
+/// Succeeds only when all have committed.
+pub async fn ingest_event_batch(
+    lake: &Lake,
+    partition: &SourceId,
+    units: &[Unit<'_>],
+    cfg: &PipelineConfig,
+) -> Result<EventBatchOutcome, EventBatchError> {
+    check_positions(units)?;
+    let started_at = chrono::Utc::now().timestamp_micros();
+    let runs = lake.ingest_runs()?;
+    let epoch = runs.txn_versions(&[&epoch_txn(partition)]).await?[0].unwrap_or(0);
+    let epoch = u32::try_from(epoch).unwrap_or(0);
+    let current = epoch_source(partition, epoch);
+    let state = runs
+        .txn_versions(&[current.as_str(), &enqueued_txn(&current)])
+        .await?;
+    let continuity = classify(units, epoch, state[0], state[1]);
+    let source = epoch_source(partition, continuity.epoch);
+    if let Some(w) = continuity.restarted_after {
+        tracing::warn!(
+            source = %partition, epoch = continuity.epoch, watermark = w,
+            first = units.first().map(|u| u.position), "Event Hub sequence restarted: new epoch"
+        );
+    }
+    if let Some((a, b)) = continuity.gap {
+        tracing::warn!(source = %source, from = a, to = b, events = b - a + 1, "Event Hub gap: sequence numbers never arrived");
+    }
+    if let Some((a, b, n)) = continuity.redelivered {
+        tracing::warn!(source = %source, from = a, to = b, events = n, watermark = continuity.watermark, "Event Hub redelivery: events at or below the watermark");
+    }
+
+    let (built, build_ms) = build_for(&source, units, cfg).map_err(PipelineError::from)?;
+    let stats = built.stats.clone();
+    let (Some(first), Some(last)) = (units.first(), units.last()) else {
+        let report = commit_built(lake, built, build_ms).await?;
+        return Ok(EventBatchOutcome {
+            source,
+            continuity,
+            report,
+        });
+    };
+    let mut extra = Vec::new();
+    if let Some(t) = units.iter().filter_map(|u| u.enqueued_at).max() {
+        extra.push((enqueued_txn(&source), t));
+    }
+    if continuity.restarted_after.is_some() {
+        extra.push((epoch_txn(partition), continuity.epoch as i64));
+    }
+    let t0 = Instant::now();
+    // The tables and the run row are committed side by side: the run row's watermark only
+    // feeds these checks, never a resume, so it need not wait for the tables.
+    let tables = commit_built(lake, built, build_ms);
+    let run_row = async {
+        let row = RunRow {
+            bytes: units.iter().map(|u| u.full_len as u64).sum(),
+            skipped: continuity.gap.map(|(a, b)| b - a + 1),
+            redelivered: continuity.redelivered.map(|(_, _, n)| n as i64),
+            note: continuity.note(),
+            ..RunRow::chunk(&source, first.position, last.position, &stats, started_at)
+        };
+        record_runs_with(lake, &[row], &extra).await
+    };
+    let (report, recorded) = tokio::join!(tables, run_row);
+    let mut report = report?;
+    recorded?;
+    report.commit_ms = t0.elapsed().as_millis() as u64;
+    Ok(EventBatchOutcome {
+        source,
+        continuity,
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn units(seqs: &[(i64, Option<i64>)]) -> Vec<Unit<'static>> {
+        seqs.iter()
+            .map(|(p, t)| Unit {
+                bytes: b"{}",
+                full_len: 2,
+                position: *p,
+                enqueued_at: *t,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn classifies_followers_gaps_redeliveries_and_restarts() {
+        let u = units(&[(10, Some(100)), (11, Some(101))]);
+        assert_eq!(classify(&u, 0, Some(9), Some(99)).note(), None);
+        assert_eq!(classify(&u, 0, None, None).note(), None);
+        let g = classify(&u, 0, Some(4), Some(99));
+        assert_eq!(g.gap, Some((5, 9)));
+        let r = classify(&u, 0, Some(10), Some(100));
+        assert_eq!(r.redelivered, Some((10, 10, 1)));
+        assert_eq!(r.gap, None);
+        let all = classify(&u, 0, Some(50), Some(500));
+        assert_eq!(all.redelivered, Some((10, 11, 2)));
+        assert_eq!(all.epoch, 0);
+        // below the watermark but enqueued after everything recorded: a restarted sequence
+        let restart = classify(
+            &units(&[(0, Some(900)), (1, Some(901))]),
+            0,
+            Some(50),
+            Some(500),
+        );
+        assert_eq!((restart.epoch, restart.restarted_after), (1, Some(50)));
+        assert!(restart.note().unwrap().contains("epoch 1"));
+        // without enqueued times it cannot be told from a redelivery: counted as one
+        let unknown = classify(&units(&[(0, None)]), 0, Some(50), Some(500));
+        assert_eq!((unknown.epoch, unknown.redelivered), (0, Some((0, 0, 1))));
+    }
+
+    #[test]
+    fn positions_must_be_non_negative_and_increasing() {
+        assert!(check_positions(&units(&[(0, None), (1, None)])).is_ok());
+        let e = check_positions(&units(&[(-5, None)])).unwrap_err();
+        assert!(e.to_string().contains("never negative"), "{e}");
+        assert!(check_positions(&units(&[(3, None), (3, None)])).is_err());
+        assert_eq!(
+            epoch_source(&SourceId::event_hub("n", "h", "1"), 2).as_str(),
+            "eventhub://n/h/1#epoch2"
+        );
+    }
+}
