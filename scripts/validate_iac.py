@@ -17,9 +17,15 @@ What it checks (README.md "Deploy to Azure", "What the offline validation proves
   4. parity          the same resource set (declarations per kind, through the mapping table
                      below), the same parameters (camelCase <-> snake_case, plus the listed
                      exceptions), the same outputs, the same role definitions, app settings,
-                     Flex runtime, Event Grid filter, alert queries and default container list;
-                     app settings cover every %SETTING% and connection of the function.json files,
-                     and the default container list is registry/tables.json's.
+                     Flex runtime (custom, exactly 1.0), Event Grid filter, alert queries, alerts
+                     (per alert name: severity, frequency, window, scope, threshold, query) and
+                     default container list; app settings cover every %SETTING% and connection of
+                     the function.json files, and the default container list is
+                     registry/tables.json's; no siteConfig property Flex Consumption does not
+                     take; storage endpoints built from the cloud's suffix (Bicep
+                     environment().suffixes.storage, Terraform var.storage_endpoint_suffix), not a
+                     hard-coded core.windows.net; host.json's Application Insights sampling keeps
+                     the traces that log alerts query.
   5. checkov         checkov 3.3.30 on infra/ (terraform + bicep, --skip-download): no parsing
                      error, no failed check, every skip carries a justification.
   6. secrets         no listKeys()/connection-string/access-key references anywhere in infra/,
@@ -106,6 +112,7 @@ TF_TO_KIND = {t: k for k, (_, tf) in KINDS.items() for t in tf}
 # (instanceMemoryMB -> instance_memory_mb). Exceptions, with the reason:
 TF_ONLY_VARIABLES = {
     "resource_group_name": "Bicep deploys into the --resource-group of `az deployment group create`",
+    "storage_endpoint_suffix": "Bicep takes the cloud's storage suffix from environment().suffixes.storage",
 }
 BICEP_ONLY_PARAMS: dict[str, str] = {}
 
@@ -142,9 +149,25 @@ REQUIRED_SETTINGS = {
     "DefenderEventHub__fullyQualifiedNamespace",
     "DEFENDER_EVENTHUB_NAME",
     "DEFENDER_CONSUMER_GROUP",
+    "XDR_STORAGE_ENDPOINT_SUFFIX",
 }
 # Flex Consumption rejects these as app settings (runtime and version are functionAppConfig).
 FORBIDDEN_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "AzureWebJobsStorage"}
+# functionAppConfig.runtime of a custom handler on Flex Consumption.
+FLEX_RUNTIME = {"name": "custom", "version": "1.0"}
+# siteConfig properties that Flex Consumption does not take (not in its samples nor in azurerm's
+# Flex schema; scale and runtime are functionAppConfig's).
+FLEX_UNSUPPORTED_SITE_CONFIG = {
+    "ftpsState",
+    "alwaysOn",
+    "linuxFxVersion",
+    "use32BitWorkerProcess",
+    "functionAppScaleLimit",
+    "minimumElasticInstanceCount",
+    "preWarmedInstanceCount",
+}
+# Storage endpoint suffixes that must come from the cloud, not be written into resources.
+HARD_CODED_STORAGE_SUFFIX = re.compile(r"core\.(windows\.net|chinacloudapi\.cn|usgovcloudapi\.net)", re.I)
 
 EVENT_GRID_FILTER = {
     "subjectBeginsWith": "/blobServices/default/containers/insights-logs-advancedhunting-",
@@ -857,8 +880,12 @@ def check_parity(report: Report, bicep: dict[Path, BicepFile], tf: TfConfig | No
                     sec.fail(f"{label}: app setting {n} must not be set on Flex Consumption")
             for label, app in (("Bicep", bapp), ("Terraform", tapp)):
                 fac = dig(app, "properties", "functionAppConfig") or {}
-                if dig(fac, "runtime", "name") != "custom":
-                    sec.fail(f"{label}: functionAppConfig.runtime.name is not 'custom'")
+                for k, want in FLEX_RUNTIME.items():
+                    if dig(fac, "runtime", k) != want:
+                        sec.fail(f"{label}: functionAppConfig.runtime.{k} is {dig(fac, 'runtime', k)!r}, expected exactly {want!r}")
+                site = dig(app, "properties", "siteConfig") or {}
+                for k in sorted(FLEX_UNSUPPORTED_SITE_CONFIG & set(site)):
+                    sec.fail(f"{label}: siteConfig.{k} is not a Flex Consumption property")
                 if dig(fac, "deployment", "storage", "authentication", "type") != "SystemAssignedIdentity":
                     sec.fail(f"{label}: deployment storage does not authenticate with the system-assigned identity")
             for path in (("runtime", "version"), ("deployment", "storage", "type")):
@@ -867,6 +894,7 @@ def check_parity(report: Report, bicep: dict[Path, BicepFile], tf: TfConfig | No
                 if a != b:
                     sec.fail(f"functionAppConfig.{'.'.join(path)}: Bicep {a!r} vs Terraform {b!r}")
             sec.note(f"{len(bset)} app settings, same names; runtime custom {dig(bapp, 'properties', 'functionAppConfig', 'runtime', 'version')}")
+            check_storage_suffix(sec, bicep, tf, bapp, tapp)
 
             # Every %SETTING% and connection of the function.json files is provided.
             fjs = sorted(ROOT.glob("*/function.json"))
@@ -933,6 +961,151 @@ def check_parity(report: Report, bicep: dict[Path, BicepFile], tf: TfConfig | No
                 sec.fail(f"alert query only in {'Bicep' if q in bq else 'Terraform'}:\n{q}")
         else:
             sec.note(f"{len(bq)} alert queries, same text")
+
+        # Alerts one by one, matched by name (interpolations normalised)
+        balerts, talerts = bicep_alerts(bicep), tf_alerts(tf)
+        for n in sorted(set(balerts) ^ set(talerts)):
+            sec.fail(f"alert {n} only in {'Bicep' if n in balerts else 'Terraform'}")
+        for n in sorted(set(balerts) & set(talerts)):
+            for k, bv in balerts[n].items():
+                if bv != talerts[n][k]:
+                    sec.fail(f"alert {n}: {k} differs: Bicep {bv!r} vs Terraform {talerts[n][k]!r}")
+            if not balerts[n]["scope"] or (balerts[n]["kind"] == "scheduled_query_alert" and not balerts[n]["query"]):
+                sec.fail(f"alert {n}: scope or query not resolved")
+        sec.note(f"{len(balerts)} alerts match by name: severity, frequency, window, scope, threshold, query")
+
+        # Log alerts on traces need host.json's adaptive sampling to keep every trace.
+        if any(q.startswith("traces") for q in bq + tq):
+            try:
+                host = json.loads((ROOT / "host.json").read_text())
+            except (OSError, ValueError) as e:
+                sec.fail(f"host.json: cannot read it: {e}")
+                host = {}
+            ss = dig(host, "logging", "applicationInsights", "samplingSettings") or {}
+            excluded = {t.strip().lower() for t in str(ss.get("excludedTypes") or "").split(";")}
+            if ss.get("isEnabled", True) is not False and "trace" not in excluded:
+                sec.fail(
+                    "host.json: alert queries read traces, but Application Insights adaptive sampling may drop "
+                    "them (add Trace to logging.applicationInsights.samplingSettings.excludedTypes)"
+                )
+            else:
+                sec.note("host.json: traces are not sampled, so the log alerts on traces see every line")
+
+
+def check_storage_suffix(sec: Section, bicep, tf: TfConfig, bapp: dict, tapp: dict) -> None:
+    """Storage endpoints come from the cloud's suffix: the XDR_STORAGE_ENDPOINT_SUFFIX setting is
+    environment().suffixes.storage (Bicep) / var.storage_endpoint_suffix (Terraform), and no
+    resource writes a storage suffix literally (comments, descriptions and the variable's own
+    block excepted)."""
+    name = "XDR_STORAGE_ENDPOINT_SUFFIX"
+    bval = {a.get("name"): a.get("value") for a in dig(bapp, "properties", "siteConfig", "appSettings") or []}
+    tval = {a.get("name"): a.get("value") for a in dig(tapp, "properties", "siteConfig", "appSettings") or []}
+    bv = bval.get(name)
+    expr = dig(bicep[BICEP_MAIN].parsed, "variables", bv, "value") if isinstance(bv, str) else bv
+    env = dig(expr, "operator", "operands", "operand_1", "function") or {}
+    if not (
+        env.get("type") == "environment"
+        and env.get("property_name") == "suffixes"
+        and dig(expr, "operator", "operands", "operand_2") == "storage"
+    ):
+        sec.fail(f"Bicep: {name} is not environment().suffixes.storage (directly or through a var): {bv!r}")
+    if tval.get(name) != "${var.storage_endpoint_suffix}":
+        sec.fail(f"Terraform: {name} is not var.storage_endpoint_suffix: {tval.get(name)!r}")
+    n = 0
+    for f in bicep.values():
+        for i, line in enumerate(f.text.splitlines(), 1):
+            t = line.strip()
+            if HARD_CODED_STORAGE_SUFFIX.search(t) and not t.startswith(("//", "@description(")):
+                n += 1
+                sec.fail(f"{rel(f.path)}:{i}: hard-coded storage suffix (use environment().suffixes.storage): {t[:120]}")
+    allowed: dict[Path, set[int]] = {}
+    for path, vname, body in tf.variables():
+        if vname == "storage_endpoint_suffix":
+            allowed.setdefault(path, set()).update(range(body["__start_line__"], body["__end_line__"] + 1))
+    for path, text in tf.files.items():
+        for i, line in enumerate(text.splitlines(), 1):
+            t = line.strip()
+            if (
+                HARD_CODED_STORAGE_SUFFIX.search(t)
+                and i not in allowed.get(path, set())
+                and not t.startswith(("#", "//", "description"))
+            ):
+                n += 1
+                sec.fail(f"{rel(path)}:{i}: hard-coded storage suffix (use var.storage_endpoint_suffix): {t[:120]}")
+    if not n:
+        sec.note(f"storage endpoints built from the cloud's suffix, none hard-coded; {name} set in both")
+
+
+def alert_threshold(v, bicep_side: bool):
+    """0 -> 0; a Bicep param name or a Terraform ${var.x} -> 'var x' (snake_case)."""
+    v = tf_first(v)
+    if isinstance(v, str):
+        m = re.fullmatch(r"\$\{var\.(\w+)\}", v)
+        if m:
+            return f"var {m.group(1)}"
+        return f"var {snake(v)}" if bicep_side else v
+    return v
+
+
+def bicep_alerts(bicep) -> dict[str, dict]:
+    """Metric and scheduled-query alerts by name (interpolations normalised)."""
+    out = {}
+    for f, name, r in bicep_resources(bicep):
+        kind = ARM_TO_KIND.get(str(r.get("type")).lower())
+        if r.get("existing") or kind not in ("scheduled_query_alert", "metric_alert"):
+            continue
+        cfg = unwrap(r.get("config")) or {}
+        props = cfg.get("properties") or {}
+        sym = dig(props, "scopes", 0, "operator", "operands", "operand_1")
+        scope = next(
+            (ARM_TO_KIND.get(str(r2.get("type")).lower()) for f2, n2, r2 in bicep_resources(bicep) if f2 is f and n2 == sym),
+            None,
+        )
+        crit = dig(props, "criteria", "allOf", 0) or {}
+        query = None
+        if isinstance(crit.get("query"), str):
+            m = re.search(
+                r"^var " + re.escape(crit["query"]) + r"\s*=\s*(?:format\()?'''(.*?)'''", f.text, re.S | re.M
+            )
+            query = normalize_query(m.group(1)) if m else None
+        out[re.sub(r"\$\{[^}]*\}", "<ARG>", str(cfg.get("name")))] = {
+            "kind": kind,
+            "severity": props.get("severity"),
+            "frequency": props.get("evaluationFrequency"),
+            "window": props.get("windowSize"),
+            "scope": scope,
+            "threshold": alert_threshold(crit.get("threshold"), bicep_side=True),
+            "query": query,
+        }
+    return out
+
+
+def tf_alerts(tf: TfConfig) -> dict[str, dict]:
+    """Metric and scheduled-query alerts by name (interpolations normalised)."""
+    out = {}
+    locs = tf.locals()
+    for path, rtype, name, body in tf.resources():
+        kind = TF_TO_KIND.get(rtype)
+        if kind not in ("scheduled_query_alert", "metric_alert"):
+            continue
+        m = re.match(r"\$\{(\w+)\.", str(tf_first(tf_first(body.get("scopes"))) or ""))
+        crit = tf_first(body.get("criteria")) or {}
+        query = None
+        q = tf_first(crit.get("query"))
+        if isinstance(q, str):
+            mq = re.fullmatch(r"\$\{local\.(\w+)\}", q)
+            text = tf_first(locs.get(mq.group(1))) if mq else q
+            query = normalize_query(text) if isinstance(text, str) else None
+        out[re.sub(r"\$\{[^}]*\}", "<ARG>", str(tf_first(body.get("name"))))] = {
+            "kind": kind,
+            "severity": tf_first(body.get("severity")),
+            "frequency": tf_first(body.get("evaluation_frequency") or body.get("frequency")),
+            "window": tf_first(body.get("window_duration") or body.get("window_size")),
+            "scope": TF_TO_KIND.get(m.group(1)) if m else None,
+            "threshold": alert_threshold(crit.get("threshold"), bicep_side=False),
+            "query": query,
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

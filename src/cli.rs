@@ -63,7 +63,7 @@ struct MaintainArgs {
     /// Data files unreferenced for at least this long are removed. Below 168 (7 days) it
     /// needs --unsafe-vacuum-retention-may-lose-data.
     #[arg(long, default_value_t = crate::maintain::SAFE_VACUUM_RETENTION_HOURS,
-          value_parser = clap::value_parser!(u64).range(crate::limits::VACUUM_RETENTION_HOURS))]
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::VACUUM_RETENTION_HOURS))]
     vacuum_retention_hours: u64,
     /// Allow a vacuum retention below 168 hours. Vacuum then deletes Parquet files that a
     /// running ingest has written but not committed yet, and those rows are lost: use it only
@@ -114,15 +114,15 @@ struct IngestArgs {
     rules: Option<PathBuf>,
     /// Records (lines) larger than this go to the dead letters as `oversized`.
     #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES as u64,
-          value_parser = clap::value_parser!(u64).range(crate::limits::MAX_RECORD_BYTES))]
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::MAX_RECORD_BYTES))]
     max_record_bytes: u64,
     /// Bytes of input per commit.
     #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES as u64,
-          value_parser = clap::value_parser!(u64).range(crate::limits::CHUNK_BYTES))]
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::CHUNK_BYTES))]
     chunk_bytes: u64,
     /// Days before today within which an event's Timestamp picks its `_date` partition.
     #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS as u64,
-          value_parser = clap::value_parser!(u64).range(crate::limits::RETENTION_DAYS))]
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::RETENTION_DAYS))]
     retention_days: u64,
     /// Files, or directories walked for *.json and *.jsonl.
     #[arg(required = true)]
@@ -208,10 +208,30 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("xdr-ingest: error: {e:#}");
+            eprintln!("xdr-ingest: error: {}", render_error(&e));
             ExitCode::from(if is_usage_error(&e) { 2 } else { 1 })
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: delta-rs and object_store errors
+/// repeat their source's text in their own message, which `{:#}` would print again for every
+/// level of the chain.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        let msg = msg.trim();
+        if msg.is_empty() || out.contains(msg) {
+            continue;
+        }
+        // a cause that repeats the start of the message so far adds only its tail
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(msg);
+    }
+    out
 }
 
 /// A command line or setting that cannot work (exit code 2, like clap's own usage errors).
@@ -261,12 +281,14 @@ pub fn install_panic_hook() {
 /// Log filter when `XDR_LOG` is not set. delta-rs logs the commit conflicts it meets at
 /// ERROR and WARN ("conflict detected, aborting transaction", "table updated during
 /// transaction"); we resolve those ourselves (redo against the new snapshot) and report the
-/// outcome at the right level, so its transaction module is kept out of the log.
+/// outcome at the right level, so its transaction module is kept out of the log. Its writer
+/// warns once per file when a failed upload leaves parts behind (a full disk makes that one
+/// line per table); the failure itself reaches the log once, as our error.
 pub fn default_log_filter(handler: bool) -> &'static str {
     if handler {
-        "warn,deltalake_core::kernel::transaction=off,xdr_ingest=info"
+        "warn,deltalake_core::kernel::transaction=off,deltalake_core::datafile::writer=error,xdr_ingest=info"
     } else {
-        "warn,deltalake_core::kernel::transaction=off"
+        "warn,deltalake_core::kernel::transaction=off,deltalake_core::datafile::writer=error"
     }
 }
 

@@ -403,3 +403,306 @@ async fn binary_event_bodies_land_the_same() {
     assert_eq!(typed_total(dir.path()).await, 40);
     assert_no_duplicates(&lake).await;
 }
+
+/// Settings for a server that reads blobs from `az` (the emulator base allowed, one
+/// container in the allow-list).
+fn blob_settings(lake: &std::path::Path, az: &azurite::Azurite) -> HandlerSettings {
+    let mut s = settings(lake);
+    s.defender_account = Some(azurite::ACCOUNT.into());
+    s.containers = vec![CONTAINER.into()];
+    s.blob_options = az.storage_options();
+    s.blob_url_base = Some(az.endpoint());
+    s.replay_allowlist = vec![(azurite::ACCOUNT.into(), CONTAINER.into())];
+    s.lake_options = LakeSettings::default().storage_options;
+    s
+}
+
+fn replay_request(body: &str) -> Value {
+    json!({"Data": {"req": {"Url": "https://app/api/replay", "Method": "POST", "Query": {}, "Headers": {}, "Body": body}}, "Metadata": {}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_blob_read_goes_through_the_allow_list() {
+    let az = azurite::Azurite::start().await;
+    az.create_container(CONTAINER).await;
+    let other = "insights-logs-advancedhunting-other";
+    az.create_container(other).await;
+    let path = "tenantId=t/y=2026/m=11/d=26/h=10/m=00/PT1H.json";
+    for c in [CONTAINER, other] {
+        az.create_append_blob(c, path).await;
+        az.append(c, path, format!("{}\n", line(c)).as_bytes())
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = start_server(blob_settings(dir.path(), &az)).await;
+
+    // a queue message naming a blob outside the allow-list is refused, not read
+    let (status, resp) = post(
+        &base,
+        "BlobIngest",
+        &queue_message(&format!("{}/{other}/{path}", az.endpoint())),
+    )
+    .await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap()
+            .contains("XDR_REPLAY_ALLOWLIST"),
+        "{resp}"
+    );
+    // nor one of another account, nor a loopback URL that is not the configured emulator
+    for url in [
+        format!("https://someoneelse.blob.core.windows.net/{CONTAINER}/{path}"),
+        format!("http://127.0.0.1:1/{}/{CONTAINER}/{path}", azurite::ACCOUNT),
+    ] {
+        let (status, resp) = post(&base, "BlobIngest", &queue_message(&url)).await;
+        assert_eq!(status, 400, "{url}: {resp}");
+    }
+    assert!(device_names(dir.path()).await.is_empty());
+    // the allowed one is read
+    let (status, _) = post(
+        &base,
+        "BlobIngest",
+        &queue_message(&format!("{}/{CONTAINER}/{path}", az.endpoint())),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(device_names(dir.path()).await, vec![CONTAINER.to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_refuses_what_it_should_and_never_echoes_a_secret() {
+    let az = azurite::Azurite::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = start_server(blob_settings(dir.path(), &az)).await;
+    let ep = az.endpoint();
+    let p = "tenantId=t/y=2026/m=11/d=26/h=10/m=00/PT1H.json";
+    let huge = format!("{ep}/{CONTAINER}/{}", "a".repeat(3_000_000));
+    let cases = [
+        format!(
+            "https://devstoreaccount1.blob.core.windows.net/{CONTAINER}/{p}?sv=2024-01-01&sig=TOPSECRETSIG"
+        ),
+        format!("{ep}/{CONTAINER}/{p}?sig=TOPSECRETSIG"),
+        format!("https://user:TOPSECRETPW@devstoreaccount1.blob.core.windows.net/{CONTAINER}/{p}"),
+        format!("{ep}/{CONTAINER}/x%2F..%2F..%2Fother/{p}"),
+        format!("{ep}/{CONTAINER}/../other/{p}"),
+        format!("http://localhost:10000/devstoreaccount1/{CONTAINER}/{p}"),
+        format!("http://127.0.0.1:9/devstoreaccount1/{CONTAINER}/{p}"),
+        huge,
+    ];
+    for url in &cases {
+        let (status, resp) = post(
+            &base,
+            "Replay",
+            &replay_request(&json!({"url": url}).to_string()),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let res = &resp["Outputs"]["res"];
+        assert_eq!(
+            res["statusCode"],
+            400,
+            "{}: {resp}",
+            &url[..url.len().min(200)]
+        );
+        assert!(resp["Outputs"].get("outwork").is_none(), "nothing enqueued");
+        let text = resp.to_string();
+        assert!(!text.contains("TOPSECRET"), "a secret was echoed: {text}");
+        assert!(text.len() < 4096, "the answer does not echo megabytes");
+    }
+    // a call whose body the host dropped (chunked transfer encoding) is told so
+    let no_body = json!({"Data": {"req": {"Url": "https://app/api/replay", "Method": "POST", "Query": {}, "Headers": {}}}, "Metadata": {}});
+    let (_, resp) = post(&base, "Replay", &no_body).await;
+    assert_eq!(resp["Outputs"]["res"]["statusCode"], 400);
+    assert!(
+        resp["Outputs"]["res"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("chunked"),
+        "{resp}"
+    );
+    // an accepted replay enqueues the canonical URL, nothing of the caller's text
+    let (_, resp) = post(
+        &base,
+        "Replay",
+        &replay_request(
+            &json!({"url": format!("{ep}/{CONTAINER}/{p}"), "start_offset": 0}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(resp["Outputs"]["res"]["statusCode"], 202, "{resp}");
+    assert_eq!(resp["Outputs"]["outwork"][0]["start_offset"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_hub_sequence_numbers_that_cannot_be_real_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = start_server(settings(dir.path())).await;
+    let evs: Vec<(i64, String)> = events(3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, b))| (i as i64 - 2, b))
+        .collect();
+    let (status, resp) = post(&base, "EventHubIngest", &eventhub_request("1", &evs)).await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["error"].as_str().unwrap().contains("never negative"),
+        "{resp}"
+    );
+    assert_eq!(typed_total(dir.path()).await, 0);
+    // a gap is reported in the invocation's log line (and the run table)
+    let evs = events(20);
+    assert_eq!(
+        post(&base, "EventHubIngest", &eventhub_request("1", &evs[0..5]))
+            .await
+            .0,
+        200
+    );
+    let (status, resp) = post(
+        &base,
+        "EventHubIngest",
+        &eventhub_request("1", &evs[10..20]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let log = resp["Logs"][0].as_str().unwrap();
+    assert!(log.contains("gap: sequence numbers 1005-1009"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_catches_up_after_an_outage() {
+    use xdr_ingest::source::blob::{BlobStores, SweepOptions, sweep_container};
+    let az = azurite::Azurite::start().await;
+    az.create_container(CONTAINER).await;
+    let now = chrono::Utc::now();
+    // an hour five hours ago: outside the sweep's recent window of two hours
+    let hour = now - chrono::Duration::hours(5);
+    let path = format!(
+        "tenantId=t/{}m=00/PT1H.json",
+        hour.format("y=%Y/m=%m/d=%d/h=%H/")
+    );
+    az.create_append_blob(CONTAINER, &path).await;
+    az.append(CONTAINER, &path, format!("{}\n", line("early")).as_bytes())
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = blob_settings(dir.path(), &az);
+    let lake =
+        xdr_ingest::sink::Lake::open(dir.path().to_str().unwrap(), s.lake_settings()).unwrap();
+    let stores = BlobStores::new(s.blob_options.clone());
+    let opts = |now| SweepOptions {
+        now,
+        recent_hours: 2,
+        max_catch_up_hours: 24,
+        grace: chrono::Duration::minutes(30),
+    };
+
+    // while that hour was open, the sweep ran, found the blob, and it was read
+    let during = hour + chrono::Duration::minutes(20);
+    let o = sweep_container(&lake, &stores, azurite::ACCOUNT, CONTAINER, opts(during))
+        .await
+        .unwrap();
+    assert_eq!(o.grown.len(), 1);
+    let base = start_server(s.clone()).await;
+    let url = format!("{}/{CONTAINER}/{path}", az.endpoint());
+    assert_eq!(post(&base, "BlobIngest", &queue_message(&url)).await.0, 200);
+    assert_eq!(device_names(dir.path()).await, vec!["early"]);
+
+    // then the app stopped for five hours, and Defender appended the rest of the hour
+    az.append(
+        CONTAINER,
+        &path,
+        format!("{}\n{}", line("late"), line("last-no-newline")).as_bytes(),
+    )
+    .await;
+    // the sweep resumes from its cursor, not from "two hours ago": the closed blob is found,
+    // counted as behind its watermark, and enqueued
+    let (status, resp) = post(&base, "BlobSweep", &json!({"Data": {}, "Metadata": {}})).await;
+    assert_eq!(status, 200, "{resp}");
+    let log = resp["Logs"][0].as_str().unwrap();
+    assert!(log.contains("1 of them closed and behind"), "{log}");
+    let work = resp["Outputs"]["outwork"].as_array().unwrap().clone();
+    assert_eq!(work.len(), 1, "{resp}");
+    let msg = json!({"Data": {"work": serde_json::to_string(&work[0].to_string()).unwrap()}, "Metadata": {}});
+    assert_eq!(post(&base, "BlobIngest", &msg).await.0, 200);
+    // the closed blob is final: its unterminated last line is a record too
+    assert_eq!(
+        device_names(dir.path()).await,
+        vec!["early", "last-no-newline", "late"]
+    );
+    // nothing behind any more; the cursor moved past the hour
+    let (_, resp) = post(&base, "BlobSweep", &json!({"Data": {}, "Metadata": {}})).await;
+    assert!(
+        resp["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("0 grown blob(s)"),
+        "{resp}"
+    );
+    let o = sweep_container(
+        &lake,
+        &stores,
+        azurite::ACCOUNT,
+        CONTAINER,
+        opts(chrono::Utc::now()),
+    )
+    .await
+    .unwrap();
+    assert!(o.cursor_after.unwrap() > hour, "{o:?}");
+    assert_no_duplicates(&local_lake(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolved_commit_conflicts_are_not_logged_as_errors() {
+    // two handler processes on one lake, delivering the same partition at once: delta-rs
+    // meets commit conflicts (which we redo) and must not put ERROR lines in the host's log
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_xdr-ingest"))
+            .arg("serve")
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("XDR_LAKE", dir.path())
+            .env_remove("XDR_LOG")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        procs.push(child);
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    let client = reqwest::Client::new();
+    for b in &bases {
+        let started = Instant::now();
+        while client.get(format!("{b}/")).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let evs = events(60);
+    for round in 0..6 {
+        let req = eventhub_request("9", &evs[round * 10..round * 10 + 10]);
+        let (a, b) = tokio::join!(
+            post(&bases[0], "EventHubIngest", &req),
+            post(&bases[1], "EventHubIngest", &req)
+        );
+        assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    }
+    let mut stderr_all = String::new();
+    for mut p in procs {
+        let _ = p.kill();
+        let out = p.wait_with_output().unwrap();
+        stderr_all.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!stderr_all.contains("\"ERROR\""), "{stderr_all}");
+    assert!(!stderr_all.contains("panicked"), "{stderr_all}");
+    assert_eq!(typed_total(dir.path()).await, 120);
+    assert_no_duplicates(&local_lake(dir.path())).await;
+}

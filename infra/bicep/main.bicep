@@ -45,7 +45,7 @@ param storageReplication string = 'ZRS'
 @description('Container of the lake storage account (ADLS Gen2) that holds the Delta tables.')
 param lakeContainerName string = 'lake'
 
-@description('Folder inside the lake container under which the Delta tables are created (XDR_LAKE = abfss://<container>@<account>.dfs.core.windows.net/<path>).')
+@description('Folder inside the lake container under which the Delta tables are created (XDR_LAKE = abfss://<container>@<account>.dfs.<the cloud\'s storage suffix>/<path>).')
 param lakePath string = 'defender'
 
 @description('Blob container in the host storage account that Flex Consumption deploys the app package (the zip of scripts/package.sh) from.')
@@ -69,7 +69,7 @@ param maximumInstanceCount int = 40
 @maxValue(730)
 param logRetentionDays int = 30
 
-@description('Name of the EXISTING storage account that Defender\'s Streaming API exports to (one container per table). It is not modified, except for: two queues, an Event Grid system topic, a diagnostic setting on its queue service, and role assignments.')
+@description('Name of the EXISTING storage account that Defender\'s Streaming API exports to (one container per table). It is not modified, except for: two queues, an Event Grid system topic (or a subscription on its existing one), a diagnostic setting on its queue service, and role assignments.')
 param defenderStorageAccountName string
 
 @description('Resource group of the Defender export storage account. Empty: the deployment\'s resource group.')
@@ -113,8 +113,11 @@ param workQueueName string = 'xdr-blob-work'
 @description('Replay allowlist entries <account>/<container> (<account>/* for all). Empty: the export account and each of defenderContainers.')
 param replayAllowlist array = []
 
-@description('Name of the Event Grid system topic of the export account. Empty: <prefix>-defender-export-<suffix>. An account can have only one system topic: if it already has one, give its name here (it is then updated in place, gaining a system-assigned identity).')
+@description('Name of the Event Grid system topic created on the export account (when existingEventGridSystemTopicName is empty). Empty: <prefix>-defender-export-<suffix>. An account can have only one system topic: if it already has one, set existingEventGridSystemTopicName instead.')
 param eventGridSystemTopicName string = ''
+
+@description('Name of the export account\'s EXISTING Event Grid system topic (in defenderStorageResourceGroupName) to reuse; an account can have only one. Empty: create one (eventGridSystemTopicName). When set, only the event subscription and the topic identity\'s Storage Queue Data Message Sender role on the work queue are added. The topic must have a system-assigned identity (az eventgrid system-topic update --identity systemassigned): events are delivered with it, so without one the delivery cannot work and the deployment fails.')
+param existingEventGridSystemTopicName string = ''
 
 @description('true: create a Standard Event Hubs namespace and hub. false: use the existing eventHubNamespaceName / eventHubName in eventHubResourceGroupName (only the consumer group, a diagnostic setting and the role assignment are added there).')
 param createEventHub bool = true
@@ -142,6 +145,9 @@ param eventHubRetentionDays int = 7
 @minValue(1)
 @maxValue(40)
 param eventHubCapacity int = 1
+
+@description('Local (SAS key) authentication on a NEW Event Hubs namespace (createEventHub true; an existing namespace is not changed). false: Entra ID only. The app uses its managed identity, and Defender\'s Streaming API connects with the Event Hub resource id and the signed-in user\'s Entra identity, so no SAS key is needed.')
+param eventHubLocalAuthEnabled bool = false
 
 @description('Dedicated consumer group of this app on the event hub (DEFENDER_CONSUMER_GROUP). Created on new and existing hubs.')
 param consumerGroupName string = 'xdr-ingest'
@@ -171,6 +177,7 @@ var exportRg = empty(defenderStorageResourceGroupName) ? resourceGroup().name : 
 var systemTopicName = empty(eventGridSystemTopicName) ? '${namePrefix}-defender-export-${suffix}' : eventGridSystemTopicName
 var diagnosticSettingName = '${namePrefix}-xdr-ingest-${suffix}'
 var poisonQueueName = '${workQueueName}-poison'
+// The cloud's storage endpoint suffix (core.windows.net, core.chinacloudapi.cn, ...).
 var storageSuffix = environment().suffixes.storage
 var lakeUrl = 'abfss://${lakeContainerName}@${lakeAccountName}.dfs.${storageSuffix}/${lakePath}'
 var defaultReplayAllowlist = [for c in defenderContainers: '${defenderStorageAccountName}/${c}']
@@ -382,13 +389,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   //checkov:skip=CKV_AZURE_17:Callers authenticate with function keys (Replay, authLevel function); client certificates are not used.
   //checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero and out per trigger; there is no fixed instance count.
   //checkov:skip=CKV_AZURE_213:No HTTP health check: the app is event driven (Event Hub, queue, timers); the host restarts the handler itself.
+  //checkov:skip=CKV_AZURE_78:Flex Consumption deploys only the package of its deployment blob container (functionAppConfig.deployment, One Deploy); siteConfig.ftpsState is not part of its schema (no Flex sample nor azurerm's Flex resource sets it).
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       // Names are fixed by the handler and its function.json files. No FUNCTIONS_WORKER_RUNTIME:
       // Flex Consumption takes the runtime from functionAppConfig.runtime instead.
@@ -432,6 +439,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'XdrQueue__credential'
           value: 'managedidentity'
+        }
+        {
+          name: 'XDR_STORAGE_ENDPOINT_SUFFIX'
+          value: storageSuffix
         }
         {
           name: 'XDR_REPLAY_ALLOWLIST'
@@ -532,6 +543,7 @@ module eventHub 'modules/eventhub.bicep' = {
     partitionCount: eventHubPartitionCount
     retentionDays: eventHubRetentionDays
     capacity: eventHubCapacity
+    localAuthEnabled: eventHubLocalAuthEnabled
     consumerGroupName: consumerGroupName
     principalId: functionApp.identity.principalId
     workspaceId: workspace.id
@@ -548,6 +560,7 @@ module defenderExport 'modules/defender-export.bicep' = {
     workQueueName: workQueueName
     poisonQueueName: poisonQueueName
     systemTopicName: systemTopicName
+    existingSystemTopicName: existingEventGridSystemTopicName
     principalId: functionApp.identity.principalId
     workspaceId: workspace.id
     diagnosticSettingName: diagnosticSettingName
@@ -641,6 +654,53 @@ resource deadLettersAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
       allOf: [
         {
           query: deadLetterQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// Closed blobs behind their watermark: BlobSweep logs one JSON line per sweep with "enqueued",
+// "closed_behind", "catch_up_hours_left" and "hours_listed" (stdout, captured by the host as an
+// Information trace); this matches lines whose "closed_behind" is above zero.
+var closedBehindQuery = '''
+traces
+| where message has "closed_behind"
+| extend closed_behind = toint(extract('"closed_behind": *([0-9]+)', 1, message))
+| where closed_behind > 0
+| project timestamp, closed_behind, message
+'''
+
+resource closedBehindAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-closed-behind-${suffix}'
+  location: location
+  tags: tags
+  properties: {
+    displayName: '${namePrefix}-closed-behind-${suffix}'
+    description: 'xdr-ingest: closed Defender export blobs are not fully read (BlobSweep closed_behind > 0): an outage is being caught up, or BlobIngest keeps failing (see the poison queue).'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: closedBehindQuery
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

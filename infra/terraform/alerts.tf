@@ -1,5 +1,6 @@
-# Alerts: an action group (email), invocation failures, dead letters, Event Hubs consumer lag,
-# poison-queue messages. The KQL below is the same text as in main.bicep (the validator compares).
+# Alerts: an action group (email), invocation failures, dead letters, closed blobs behind their
+# watermark, Event Hubs consumer lag, poison-queue messages. The KQL below is the same text as in
+# main.bicep (the validator compares).
 
 resource "azurerm_monitor_action_group" "this" {
   name                = local.action_group_name
@@ -52,6 +53,17 @@ locals {
     | project timestamp, dead_letters, message
   KQL
 
+  # Closed blobs behind their watermark: BlobSweep logs one JSON line per sweep with "enqueued",
+  # "closed_behind", "catch_up_hours_left" and "hours_listed" (stdout, captured by the host as an
+  # Information trace); this matches lines whose "closed_behind" is above zero.
+  closed_behind_query = <<-KQL
+    traces
+    | where message has "closed_behind"
+    | extend closed_behind = toint(extract('"closed_behind": *([0-9]+)', 1, message))
+    | where closed_behind > 0
+    | project timestamp, closed_behind, message
+  KQL
+
   # Consumer lag: Event Hubs has no per-consumer-group lag metric; the namespace's
   # IncomingMessages minus OutgoingMessages (exported to the workspace by the diagnostic setting
   # in eventhub.tf) is the backlog growth. Other readers of the namespace add to
@@ -90,6 +102,36 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "dead_letters" {
 
   criteria {
     query                   = local.dead_letter_query
+    time_aggregation_method = "Count"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    failing_periods {
+      number_of_evaluation_periods             = 1
+      minimum_failing_periods_to_trigger_alert = 1
+    }
+  }
+
+  action {
+    action_groups = [azurerm_monitor_action_group.this.id]
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "closed_behind" {
+  name                 = "${var.name_prefix}-closed-behind-${local.suffix}"
+  display_name         = "${var.name_prefix}-closed-behind-${local.suffix}"
+  resource_group_name  = data.azurerm_resource_group.this.name
+  location             = local.location
+  description          = "xdr-ingest: closed Defender export blobs are not fully read (BlobSweep closed_behind > 0): an outage is being caught up, or BlobIngest keeps failing (see the poison queue)."
+  severity             = 2
+  enabled              = true
+  scopes               = [azurerm_application_insights.this.id]
+  evaluation_frequency = "PT15M"
+  window_duration      = "PT15M"
+  tags                 = var.tags
+
+  criteria {
+    query                   = local.closed_behind_query
     time_aggregation_method = "Count"
     operator                = "GreaterThan"
     threshold               = 0

@@ -12,9 +12,9 @@ resource "azurerm_eventhub_namespace" "new" {
   capacity                      = var.event_hub_capacity
   minimum_tls_version           = "1.2"
   public_network_access_enabled = true
-  # Local (SAS) auth stays on: how Defender's Streaming API authenticates to the hub is not
-  # documented (see README.md "Deploy to Azure"). The app itself uses only its managed identity.
-  local_authentication_enabled = true
+  # Local (SAS) auth off by default: the app uses its managed identity, and Defender's Streaming
+  # API connects with the Event Hub resource id and the user's Entra identity.
+  local_authentication_enabled = var.event_hub_local_auth_enabled
   auto_inflate_enabled         = false
   tags                         = var.tags
 }

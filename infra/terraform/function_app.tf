@@ -33,7 +33,6 @@ resource "azapi_resource" "function_app" {
       publicNetworkAccess = "Enabled"
       siteConfig = {
         minTlsVersion = "1.2"
-        ftpsState     = "Disabled"
         http20Enabled = true
         # Names are fixed by the handler and its function.json files. No FUNCTIONS_WORKER_RUNTIME:
         # Flex Consumption takes the runtime from functionAppConfig.runtime instead.
@@ -72,11 +71,15 @@ resource "azapi_resource" "function_app" {
           },
           {
             name  = "XdrQueue__queueServiceUri"
-            value = "https://${var.defender_storage_account_name}.queue.core.windows.net"
+            value = "https://${var.defender_storage_account_name}.queue.${var.storage_endpoint_suffix}"
           },
           {
             name  = "XdrQueue__credential"
             value = "managedidentity"
+          },
+          {
+            name  = "XDR_STORAGE_ENDPOINT_SUFFIX"
+            value = var.storage_endpoint_suffix
           },
           {
             name  = "XDR_REPLAY_ALLOWLIST"

@@ -24,7 +24,7 @@ locals {
   diagnostic_setting    = "${var.name_prefix}-xdr-ingest-${local.suffix}"
   poison_queue_name     = "${var.work_queue_name}-poison"
   queue_names           = [var.work_queue_name, local.poison_queue_name]
-  lake_url              = "abfss://${var.lake_container_name}@${local.lake_account_name}.dfs.core.windows.net/${var.lake_path}"
+  lake_url              = "abfss://${var.lake_container_name}@${local.lake_account_name}.dfs.${var.storage_endpoint_suffix}/${var.lake_path}"
   default_replay_list   = [for c in var.defender_containers : "${var.defender_storage_account_name}/${c}"]
   effective_replay_list = coalescelist(var.replay_allowlist, local.default_replay_list)
 

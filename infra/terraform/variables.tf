@@ -58,9 +58,20 @@ variable "lake_container_name" {
 }
 
 variable "lake_path" {
-  description = "Folder inside the lake container under which the Delta tables are created (XDR_LAKE = abfss://<container>@<account>.dfs.core.windows.net/<path>)."
+  description = "Folder inside the lake container under which the Delta tables are created (XDR_LAKE = abfss://<container>@<account>.dfs.<storage_endpoint_suffix>/<path>)."
   type        = string
   default     = "defender"
+}
+
+variable "storage_endpoint_suffix" {
+  description = "Storage endpoint suffix of the Azure cloud (XDR_STORAGE_ENDPOINT_SUFFIX; also builds XDR_LAKE and the work queue's service URI): core.windows.net (public cloud), core.chinacloudapi.cn (Azure China), core.usgovcloudapi.net (Azure Government). Bicep takes it from environment().suffixes.storage."
+  type        = string
+  default     = "core.windows.net"
+
+  validation {
+    condition     = can(regex("^[a-z0-9-]+(\\.[a-z0-9-]+)+$", var.storage_endpoint_suffix))
+    error_message = "storage_endpoint_suffix: a DNS suffix without a leading dot, such as core.windows.net."
+  }
 }
 
 variable "deployment_container_name" {
@@ -103,7 +114,7 @@ variable "log_retention_days" {
 }
 
 variable "defender_storage_account_name" {
-  description = "Name of the EXISTING storage account that Defender's Streaming API exports to (one container per table). It is not modified, except for: two queues, an Event Grid system topic, a diagnostic setting on its queue service, and role assignments."
+  description = "Name of the EXISTING storage account that Defender's Streaming API exports to (one container per table). It is not modified, except for: two queues, an Event Grid system topic (or a subscription on its existing one), a diagnostic setting on its queue service, and role assignments."
   type        = string
 }
 
@@ -164,7 +175,13 @@ variable "replay_allowlist" {
 }
 
 variable "event_grid_system_topic_name" {
-  description = "Name of the Event Grid system topic of the export account. Empty: <prefix>-defender-export-<suffix>. An account can have only one system topic: if it already has one, give its name here and import it first (terraform import azurerm_eventgrid_system_topic.export <its resource id>)."
+  description = "Name of the Event Grid system topic created on the export account (when existing_event_grid_system_topic_name is empty). Empty: <prefix>-defender-export-<suffix>. An account can have only one system topic: if it already has one, set existing_event_grid_system_topic_name instead."
+  type        = string
+  default     = ""
+}
+
+variable "existing_event_grid_system_topic_name" {
+  description = "Name of the export account's EXISTING Event Grid system topic (in defender_storage_resource_group_name) to reuse; an account can have only one. Empty: create one (event_grid_system_topic_name). When set, only the event subscription and the topic identity's Storage Queue Data Message Sender role on the work queue are added. The topic must have a system-assigned identity (az eventgrid system-topic update --identity systemassigned): events are delivered with it, so without one the delivery cannot work and the plan stops with an error."
   type        = string
   default     = ""
 }
@@ -230,6 +247,12 @@ variable "event_hub_capacity" {
     condition     = contains(range(1, 41), var.event_hub_capacity)
     error_message = "event_hub_capacity: 1-40."
   }
+}
+
+variable "event_hub_local_auth_enabled" {
+  description = "Local (SAS key) authentication on a NEW Event Hubs namespace (create_event_hub true; an existing namespace is not changed). false: Entra ID only. The app uses its managed identity, and Defender's Streaming API connects with the Event Hub resource id and the signed-in user's Entra identity, so no SAS key is needed."
+  type        = bool
+  default     = false
 }
 
 variable "consumer_group_name" {

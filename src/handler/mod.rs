@@ -108,8 +108,9 @@ fn respond(function: &str, id: &str, r: Result<InvocationResponse, InvocationErr
                 InvocationError::Transient(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             // the host ignores a failed invocation's body and Logs: log it ourselves
-            tracing::error!(function, invocation_id = id, error = %format!("{e:#}"), status = status.as_u16(), "invocation failed");
-            (status, axum::Json(json!({"error": format!("{e:#}")}))).into_response()
+            let msg = crate::cli::render_error(&anyhow::Error::new(e));
+            tracing::error!(function, invocation_id = id, error = %msg, status = status.as_u16(), "invocation failed");
+            (status, axum::Json(json!({"error": msg}))).into_response()
         }
     }
 }

@@ -37,6 +37,13 @@ pub enum SinkError {
         "table {table}: gave up after {attempts} redos against concurrent writers of the same source"
     )]
     ConflictRetries { table: String, attempts: usize },
+    /// Several tables of one batch failed (each would say the same): the count and the first.
+    #[error("{failed} of {total} tables could not commit; the first: {first}")]
+    Tables {
+        failed: usize,
+        total: usize,
+        first: Box<SinkError>,
+    },
 }
 
 /// How the lake is reached and how its tables are written.
@@ -245,22 +252,30 @@ impl Lake {
             )
         }))
         .await;
+        let total = results.len();
         let mut report = CommitReport::default();
-        let mut first_err = None;
+        let mut errors = Vec::new();
         for (name, r) in results {
             match r {
                 Ok(o) => {
                     report.tables.insert(name, o);
                 }
                 Err(e) => {
-                    tracing::error!(table = %name, error = %e, "commit failed");
-                    first_err.get_or_insert(e);
+                    // the caller reports the failure once; each table's error for debugging
+                    tracing::debug!(table = %name, error = %e, "commit failed");
+                    errors.push(e);
                 }
             }
         }
-        match first_err {
-            Some(e) => Err(e),
+        let failed = errors.len();
+        match errors.into_iter().next() {
             None => Ok(report),
+            Some(e) if failed == 1 => Err(e),
+            Some(e) => Err(SinkError::Tables {
+                failed,
+                total,
+                first: Box::new(e),
+            }),
         }
     }
 

@@ -145,9 +145,9 @@ pub fn classify(
     let Some(first) = units.first() else {
         return c;
     };
-    let Some(w) = watermark else {
-        return c;
-    };
+    // Sequence numbers start at 0: a partition's first batch starting later is a gap too
+    // (retention expired before the consumer group started, or batches out of order).
+    let w = watermark.unwrap_or(-1);
     // A committed event was enqueued no later than the newest enqueued time recorded with
     // it, so an event at or below the watermark enqueued after that cannot be a redelivery:
     // the partition's numbering started again.
@@ -270,7 +270,10 @@ mod tests {
     fn classifies_followers_gaps_redeliveries_and_restarts() {
         let u = units(&[(10, Some(100)), (11, Some(101))]);
         assert_eq!(classify(&u, 0, Some(9), Some(99)).note(), None);
-        assert_eq!(classify(&u, 0, None, None).note(), None);
+        assert_eq!(classify(&u[..0], 0, None, None).note(), None);
+        // a first batch that does not start at 0
+        assert_eq!(classify(&u, 0, None, None).gap, Some((0, 9)));
+        assert_eq!(classify(&units(&[(0, None)]), 0, None, None).note(), None);
         let g = classify(&u, 0, Some(4), Some(99));
         assert_eq!(g.gap, Some((5, 9)));
         let r = classify(&u, 0, Some(10), Some(100));

@@ -1,8 +1,9 @@
 // Blob path of xdr-ingest, deployed into the resource group of the EXISTING storage account
 // that Defender's Streaming API exports to: the work queue and its poison queue, an Event Grid
-// system topic whose BlobCreated events for the Defender containers' .json blobs go to the work
-// queue (delivered with the topic's own identity), queue write logs for the poison alert, and
-// the app's roles on the account (read blobs) and on the two queues.
+// system topic (created, or the account's existing one) whose BlobCreated events for the
+// Defender containers' .json blobs go to the work queue (delivered with the topic's own
+// identity), queue write logs for the poison alert, and the app's roles on the account (read
+// blobs) and on the two queues.
 
 targetScope = 'resourceGroup'
 
@@ -18,8 +19,11 @@ param workQueueName string
 @description('Poison queue name (<work queue>-poison, where the queue trigger moves failed messages).')
 param poisonQueueName string
 
-@description('Event Grid system topic name of the account.')
+@description('Name of the Event Grid system topic to create on the account (when existingSystemTopicName is empty).')
 param systemTopicName string
+
+@description('Name of the account\'s existing system topic to reuse (it must have a system-assigned identity); empty: create systemTopicName.')
+param existingSystemTopicName string
 
 @description('Object id of the Function App\'s managed identity.')
 param principalId string
@@ -59,7 +63,10 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
   }
 }]
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
+// An account can have only one system topic: reuse the one named, or create one.
+var createSystemTopic = empty(existingSystemTopicName)
+
+resource newSystemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = if (createSystemTopic) {
   name: systemTopicName
   location: exportAccount.location
   tags: tags
@@ -72,7 +79,13 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   }
 }
 
-// The topic's identity may only add messages to the work queue.
+// The topic as it is after this deployment, whether created above or reused.
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = {
+  name: createSystemTopic ? systemTopicName : existingSystemTopicName
+}
+
+// The topic's identity may only add messages to the work queue. An existing topic without a
+// system-assigned identity has no identity.principalId: the deployment fails here.
 resource topicSenderRoleAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: queues[0]
   name: guid(queues[0].id, systemTopic.id, storageQueueDataMessageSender)
@@ -81,6 +94,9 @@ resource topicSenderRoleAssignment 'Microsoft.Authorization/roleAssignments@2022
     principalId: systemTopic.identity.principalId
     principalType: 'ServicePrincipal'
   }
+  dependsOn: [
+    newSystemTopic
+  ]
 }
 
 resource blobCreatedSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
@@ -115,6 +131,7 @@ resource blobCreatedSubscription 'Microsoft.EventGrid/systemTopics/eventSubscrip
     }
   }
   dependsOn: [
+    newSystemTopic
     topicSenderRoleAssignment
   ]
 }

@@ -29,6 +29,9 @@ param retentionDays int
 @description('Throughput units of a new namespace.')
 param capacity int
 
+@description('Local (SAS key) authentication on a new namespace; false: Entra ID only.')
+param localAuthEnabled bool
+
 @description('The app\'s dedicated consumer group.')
 param consumerGroupName string
 
@@ -53,12 +56,12 @@ resource newNamespace 'Microsoft.EventHub/namespaces@2024-01-01' = if (createEve
     tier: 'Standard'
     capacity: capacity
   }
-  // Local (SAS) auth stays on: how Defender's Streaming API authenticates to the hub is not
-  // documented (see README.md "Deploy to Azure"). The app itself uses only its managed identity.
+  // Local (SAS) auth off by default: the app uses its managed identity, and Defender's Streaming
+  // API connects with the Event Hub resource id and the user's Entra identity.
   properties: {
     minimumTlsVersion: '1.2'
     publicNetworkAccess: 'Enabled'
-    disableLocalAuth: false
+    disableLocalAuth: !localAuthEnabled
     isAutoInflateEnabled: false
   }
 }
