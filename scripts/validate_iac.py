@@ -882,7 +882,8 @@ def check_parity(report: Report, bicep: dict[Path, BicepFile], tf: TfConfig | No
                 fac = dig(app, "properties", "functionAppConfig") or {}
                 for k, want in FLEX_RUNTIME.items():
                     if dig(fac, "runtime", k) != want:
-                        sec.fail(f"{label}: functionAppConfig.runtime.{k} is {dig(fac, 'runtime', k)!r}, expected exactly {want!r}")
+                        got = dig(fac, "runtime", k)
+                        sec.fail(f"{label}: functionAppConfig.runtime.{k} is {got!r}, expected exactly {want!r}")
                 site = dig(app, "properties", "siteConfig") or {}
                 for k in sorted(FLEX_UNSUPPORTED_SITE_CONFIG & set(site)):
                     sec.fail(f"{label}: siteConfig.{k} is not a Flex Consumption property")
@@ -1017,7 +1018,7 @@ def check_storage_suffix(sec: Section, bicep, tf: TfConfig, bapp: dict, tapp: di
             t = line.strip()
             if HARD_CODED_STORAGE_SUFFIX.search(t) and not t.startswith(("//", "@description(")):
                 n += 1
-                sec.fail(f"{rel(f.path)}:{i}: hard-coded storage suffix (use environment().suffixes.storage): {t[:120]}")
+                sec.fail(f"{rel(f.path)}:{i}: hard-coded storage suffix (use environment().suffixes.storage): {t[:100]}")
     allowed: dict[Path, set[int]] = {}
     for path, vname, body in tf.variables():
         if vname == "storage_endpoint_suffix":

@@ -382,6 +382,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   location: location
   tags: tags
   kind: 'functionapp,linux'
+  //checkov:skip=CKV_AZURE_78:Flex Consumption deploys only the package of its deployment blob container (functionAppConfig.deployment, One Deploy); siteConfig.ftpsState is not part of its schema (no Flex sample nor azurerm's Flex resource sets it).
   identity: {
     type: 'SystemAssigned'
   }
@@ -389,7 +390,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   //checkov:skip=CKV_AZURE_17:Callers authenticate with function keys (Replay, authLevel function); client certificates are not used.
   //checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero and out per trigger; there is no fixed instance count.
   //checkov:skip=CKV_AZURE_213:No HTTP health check: the app is event driven (Event Hub, queue, timers); the host restarts the handler itself.
-  //checkov:skip=CKV_AZURE_78:Flex Consumption deploys only the package of its deployment blob container (functionAppConfig.deployment, One Deploy); siteConfig.ftpsState is not part of its schema (no Flex sample nor azurerm's Flex resource sets it).
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
