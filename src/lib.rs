@@ -16,6 +16,7 @@ pub mod limits;
 pub mod maintain;
 pub mod mem;
 pub mod model;
+pub mod observe;
 pub mod pipeline;
 pub mod quality;
 pub mod registry;

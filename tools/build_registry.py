@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Derive registry/tables.json (embedded in the binary at build time) from Defender's
-schemas.json reference (../shared/defender/schemas.json by default).
+"""Derive registry/tables.json (embedded in the binary at build time) from a Defender
+schemas.json reference, given as the first argument:
+
+    python3 tools/build_registry.py path/to/schemas.json
 
 Keeps, per table: the category, the export container, and the columns in documented order
 with their Kusto type. Adds the properties seen on the wire but not documented (e.g.
@@ -18,8 +20,9 @@ JSON_TO_KUSTO = {"str": "string", "int": "long", "float": "real", "bool": "bool"
 
 
 def main() -> None:
-    src = Path(sys.argv[1] if len(sys.argv) > 1 else
-               Path(__file__).resolve().parents[2] / "shared/defender/schemas.json")
+    if len(sys.argv) != 2:
+        sys.exit("usage: build_registry.py <schemas.json>  (the Defender schema reference)")
+    src = Path(sys.argv[1])
     out = Path(__file__).resolve().parents[1] / "registry/tables.json"
     ref = json.loads(src.read_text())
     tables = []

@@ -108,7 +108,7 @@ fn respond(function: &str, id: &str, r: Result<InvocationResponse, InvocationErr
                 InvocationError::Transient(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             // the host ignores a failed invocation's body and Logs: log it ourselves
-            let msg = crate::cli::render_error(&anyhow::Error::new(e));
+            let msg = crate::observe::render_error(&anyhow::Error::new(e));
             tracing::error!(function, invocation_id = id, error = %msg, status = status.as_u16(), "invocation failed");
             (status, axum::Json(json!({"error": msg}))).into_response()
         }
