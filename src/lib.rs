@@ -7,8 +7,10 @@
 //! together for every entry point: the CLI ([`cli`]) and the Azure Functions handler
 //! ([`handler`]); [`maintain`] keeps the tables healthy.
 
+pub mod azure;
 pub mod cli;
 pub mod decode;
+pub mod doctor;
 pub mod generate;
 pub mod handler;
 pub mod json;

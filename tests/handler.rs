@@ -589,7 +589,7 @@ async fn the_sweep_catches_up_after_an_outage() {
     let s = blob_settings(dir.path(), &az);
     let lake =
         xdr_ingest::sink::Lake::open(dir.path().to_str().unwrap(), s.lake_settings()).unwrap();
-    let stores = BlobStores::new(s.blob_options.clone());
+    let stores = BlobStores::new(s.blob_options.clone(), &s.endpoint_suffix);
     let opts = |now| SweepOptions {
         now,
         recent_hours: 2,

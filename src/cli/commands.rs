@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::render::{self, summarize};
-use super::{GenerateArgs, IngestArgs, MaintainArgs, ServeArgs, SizeMix, TablesArgs, UsageError};
+use super::{
+    DoctorArgs, GenerateArgs, IngestArgs, MaintainArgs, ServeArgs, SizeMix, TablesArgs, UsageError,
+};
 use crate::generate::{self, GenerateOptions};
 use crate::pipeline::PipelineConfig;
 use crate::quality::Rules;
@@ -163,8 +165,36 @@ pub(super) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
     tracing::info!(port = a.port, lake = %settings.lake, "xdr-ingest handler listening");
     let state = crate::handler::AppState::new(settings)?;
+    // the doctor's checks, once, beside the first invocations: a wrong deployment says so in
+    // the log at once, in plain words
+    tokio::spawn(async {
+        let report = crate::doctor::run(&|k: &str| std::env::var(k).ok()).await;
+        for c in &report.checks {
+            if c.ok {
+                tracing::info!(check = %c.name, detail = %c.detail, ms = c.ms, "start-up check ok");
+            } else {
+                tracing::error!(check = %c.name, detail = %c.detail, fix = c.fix.as_deref(), ms = c.ms, "start-up check FAILED");
+            }
+        }
+        let failed = report.checks.iter().filter(|c| !c.ok).count();
+        tracing::info!(checks = report.checks.len(), failed, "start-up checks done");
+    });
     crate::handler::serve(listener, state).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let report = crate::doctor::run(&|k: &str| std::env::var(k).ok()).await;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub(super) async fn maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {

@@ -42,6 +42,17 @@ enum Command {
     Serve(ServeArgs),
     /// Compact small files, checkpoint, clean up logs and vacuum every table.
     Maintain(MaintainArgs),
+    /// Check a deployment: every setting (from the environment, as the handler reads them),
+    /// the managed identity, the lake, the export containers and the work queue. Exit code 0
+    /// only when every check passes.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -84,14 +95,11 @@ impl LakeArgs {
     /// Opens the lake; `create`: a local lake directory that does not exist is created
     /// (`ingest`), otherwise it is an error (`tables`, `maintain` never create an empty lake).
     pub fn open(&self, checkpoint_on_commit: bool, create: bool) -> anyhow::Result<Lake> {
-        let mut settings = LakeSettings {
+        let settings = LakeSettings {
             checkpoint_on_commit,
+            storage_options: self.storage_options.iter().cloned().collect(),
             ..Default::default()
-        }
-        .with_env_identity();
-        settings
-            .storage_options
-            .extend(self.storage_options.iter().cloned());
+        };
         if !create && !self.lake.contains("://") && !std::path::Path::new(&self.lake).is_dir() {
             anyhow::bail!(
                 "there is no lake at {} (nothing has been ingested there; give --lake or XDR_LAKE)",
@@ -213,6 +221,7 @@ pub fn main() -> ExitCode {
             Command::Generate(a) => commands::generate(a),
             Command::Serve(a) => commands::serve(a).await,
             Command::Maintain(a) => commands::maintain(a).await,
+            Command::Doctor(a) => commands::doctor(a).await,
         }
     });
     match result {

@@ -41,7 +41,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(settings: HandlerSettings) -> anyhow::Result<Arc<AppState>> {
         let lake = Lake::open(&settings.lake, settings.lake_settings())?;
-        let blobs = BlobStores::new(settings.blob_options.clone());
+        let blobs = BlobStores::new(settings.blob_options.clone(), &settings.endpoint_suffix);
         Ok(Arc::new(AppState {
             lake,
             blobs,

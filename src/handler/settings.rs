@@ -348,13 +348,11 @@ impl HandlerSettings {
     /// Lake settings: identity from the environment, no inline checkpoints (the Maintenance
     /// timer writes them).
     pub fn lake_settings(&self) -> LakeSettings {
-        let mut s = LakeSettings {
+        LakeSettings {
             checkpoint_on_commit: false,
+            storage_options: self.lake_options.clone(),
             ..Default::default()
         }
-        .with_env_identity();
-        s.storage_options.extend(self.lake_options.clone());
-        s
     }
 
     /// Whether the app may read `b`: every blob read, whatever the trigger (Replay, a queue

@@ -51,8 +51,9 @@ pub enum SinkError {
 pub struct LakeSettings {
     /// object_store options (`azure_storage_account_name`, `azure_msi_endpoint`, ...).
     pub storage_options: HashMap<String, String>,
-    /// A store to use instead of the one the URL implies, rooted at `/` (tests wrap the local
-    /// file system with it to inject failures).
+    /// A store to use instead of the one the URL implies: the root the URL's path is taken
+    /// from (`/` for a local lake, the container on Azure). Tests wrap the local file system
+    /// with it to inject failures; on Azure it carries the managed-identity login.
     pub store: Option<Arc<dyn ObjectStore>>,
     /// `delta.setTransactionRetentionDuration` of new tables: how long a source's txn (and so
     /// its exactly-once guarantee) outlives its last write.
@@ -76,29 +77,19 @@ impl Default for LakeSettings {
     }
 }
 
-impl LakeSettings {
-    /// Storage options from the environment, for Azure Functions: the managed identity
-    /// endpoint is passed on explicitly (object_store does not read `IDENTITY_ENDPOINT`
-    /// through deltalake), with the client id of a user-assigned identity if one is set.
-    pub fn with_env_identity(mut self) -> Self {
-        let opts = &mut self.storage_options;
-        if let Ok(ep) = std::env::var("IDENTITY_ENDPOINT")
-            && !opts.contains_key("azure_msi_endpoint")
-        {
-            opts.insert("azure_msi_endpoint".into(), ep);
-        }
-        if let Ok(id) = std::env::var("XDR_MANAGED_IDENTITY_CLIENT_ID")
-            && !id.is_empty()
-        {
-            opts.insert("azure_client_id".into(), id);
-        }
-        self
-    }
-}
-
 /// Parses a lake location: a local path (created if missing) or a URL
 /// (`abfss://container@account.dfs.core.windows.net/path`, `az://container/path`, `file://`).
 pub fn parse_location(location: &str) -> Result<Url, SinkError> {
+    parse_location_with(location, true)
+}
+
+/// [`parse_location`] without creating a local directory (a relative path is made absolute
+/// against the working directory).
+pub fn parse_location_no_create(location: &str) -> Result<Url, SinkError> {
+    parse_location_with(location, false)
+}
+
+fn parse_location_with(location: &str, create: bool) -> Result<Url, SinkError> {
     let bad = |msg: String| SinkError::Location {
         location: location.to_owned(),
         msg,
@@ -115,8 +106,12 @@ pub fn parse_location(location: &str) -> Result<Url, SinkError> {
         }
     } else {
         let path = std::path::Path::new(location);
-        std::fs::create_dir_all(path).map_err(|e| bad(e.to_string()))?;
-        let abs = path.canonicalize().map_err(|e| bad(e.to_string()))?;
+        let abs = if create {
+            std::fs::create_dir_all(path).map_err(|e| bad(e.to_string()))?;
+            path.canonicalize().map_err(|e| bad(e.to_string()))?
+        } else {
+            std::path::absolute(path).map_err(|e| bad(e.to_string()))?
+        };
         Url::from_directory_path(&abs).map_err(|_| bad("not an absolute path".into()))?
     };
     if !url.path().ends_with('/') {
@@ -150,9 +145,34 @@ impl CommitReport {
 }
 
 impl Lake {
-    pub fn open(location: &str, settings: LakeSettings) -> Result<Lake, SinkError> {
+    /// Opens the lake at `location`. On Azure, unless the options (or `AZURE_*` variables)
+    /// name a credential, the app's managed identity logs in, through whichever token contract
+    /// the platform offers (see [`crate::azure::identity`]).
+    pub fn open(location: &str, mut settings: LakeSettings) -> Result<Lake, SinkError> {
+        let root = parse_location(location)?;
+        let env = |k: &str| std::env::var(k).ok();
+        if settings.store.is_none()
+            && let Some((account, container, suffix)) =
+                crate::azure::parse_lake_url(&root, &settings.storage_options, &env)
+            && let Some(identity) =
+                crate::azure::managed_identity_for(&settings.storage_options, &env)
+        {
+            let store = crate::azure::container_store(
+                account.as_deref(),
+                &container,
+                suffix.as_deref(),
+                &settings.storage_options,
+                Some(identity),
+                &crate::azure::Patience::normal(),
+            )
+            .map_err(|e| SinkError::Location {
+                location: location.to_owned(),
+                msg: e.to_string(),
+            })?;
+            settings.store = Some(store);
+        }
         Ok(Lake {
-            root: parse_location(location)?,
+            root,
             settings: Arc::new(settings),
             tables: Mutex::new(HashMap::new()),
         })

@@ -4,11 +4,9 @@
 //! the open and recently closed hours for the sweep.
 
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use deltalake::logstore::object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use deltalake::logstore::object_store::path::Path;
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
 use futures::TryStreamExt;
@@ -270,16 +268,26 @@ impl BlobRef {
 
 /// Opens (and caches) an object store per storage account and container.
 pub struct BlobStores {
-    /// object_store Azure options for the Defender account(s): managed identity on Azure,
-    /// an endpoint and key for Azurite.
+    /// object_store Azure options for the Defender account(s): an endpoint and key for
+    /// Azurite; nothing on Azure, where the managed identity logs in.
     options: HashMap<String, String>,
+    /// The cloud's storage endpoint suffix.
+    endpoint_suffix: String,
+    /// The managed identity, when no explicit credential is configured.
+    identity: Option<Arc<crate::azure::ManagedIdentity>>,
     cache: Mutex<HashMap<(String, String), Arc<dyn ObjectStore>>>,
 }
 
 impl BlobStores {
-    pub fn new(options: HashMap<String, String>) -> Self {
+    /// Stores for the export account(s): `options` as `XDR_BLOB_OPTIONS` gives them; without
+    /// a credential among them (or in `AZURE_*`), the app's managed identity (a user-assigned
+    /// one by `XDR_MANAGED_IDENTITY_CLIENT_ID`), as for the lake.
+    pub fn new(options: HashMap<String, String>, endpoint_suffix: &str) -> Self {
+        let env = |k: &str| std::env::var(k).ok();
         BlobStores {
+            identity: crate::azure::managed_identity_for(&options, &env),
             options,
+            endpoint_suffix: endpoint_suffix.to_owned(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -290,19 +298,18 @@ impl BlobStores {
         if let Some(s) = cache.get(&key) {
             return Ok(s.clone());
         }
-        let mut b = MicrosoftAzureBuilder::from_env()
-            .with_account(account)
-            .with_container_name(container);
-        for (k, v) in &self.options {
-            if let Ok(key) = AzureConfigKey::from_str(k) {
-                b = b.with_config(key, v);
-            }
-        }
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(b.build().map_err(|source| BlobError::Store {
-                account: account.to_owned(),
-                source,
-            })?);
+        let store = crate::azure::container_store(
+            Some(account),
+            container,
+            Some(&self.endpoint_suffix),
+            &self.options,
+            self.identity.clone(),
+            &crate::azure::Patience::normal(),
+        )
+        .map_err(|source| BlobError::Store {
+            account: account.to_owned(),
+            source,
+        })?;
         cache.insert(key, store.clone());
         Ok(store)
     }
@@ -598,7 +605,7 @@ pub async fn sweep_container(
     let top = match store.list_with_delimiter(None).await {
         Ok(t) => t.common_prefixes,
         // a container Defender has not written yet
-        Err(deltalake::ObjectStoreError::NotFound { .. }) => Vec::new(),
+        Err(e) if crate::azure::is_container_not_found(&e) => Vec::new(),
         Err(e) => return Err(err(e)),
     };
     // hour -> whether everything in it is read

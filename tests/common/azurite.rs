@@ -174,3 +174,65 @@ impl Azurite {
         assert!(s.is_success(), "{s}");
     }
 }
+
+/// A real Azurite queue service on a free loopback port, stopped with SIGKILL on drop.
+pub struct AzuriteQueue {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AzuriteQueue {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AzuriteQueue {
+    pub async fn start() -> AzuriteQueue {
+        let bin = format!(
+            "{}/node_modules/.bin/azurite-queue",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "{bin} is missing: run scripts/test.sh (it installs Azurite with npm ci)"
+        );
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(&bin)
+            .args([
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                &port.to_string(),
+                "--silent",
+                "--location",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-queue");
+        let q = AzuriteQueue {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "azurite-queue did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        q
+    }
+
+    /// The `XdrQueue` connection string for it.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};QueueEndpoint=http://127.0.0.1:{}/{ACCOUNT}",
+            self.port
+        )
+    }
+}
