@@ -1,11 +1,15 @@
 //! xdr-ingest: Microsoft Defender XDR streaming logs into Delta Lake, exactly once.
 //!
 //! Data flow, one module per stage:
-//! [`source`] (files, blobs, Event Hub batches into units) -> [`decode`] (envelopes, routing
-//! by [`model::Category`], dead letters) -> [`typed`] (Arrow batches from the [`registry`]) ->
-//! [`quality`] (rules) -> [`sink`] (exactly-once Delta commits). [`pipeline`] ties the stages
-//! together for every entry point: the CLI ([`cli`]) and the Azure Functions handler
-//! ([`handler`]); [`maintain`] keeps the tables healthy.
+//! [`source`] (reading files and blobs, splitting them into lines; Event Hub continuity) ->
+//! [`decode`] (envelopes, routing by [`model::Category`], dead letters) -> [`typed`] (Arrow
+//! batches from the [`registry`]) -> [`quality`] (rules) -> [`sink`] (exactly-once Delta
+//! commits, the `_ingest_runs` table, maintenance). [`pipeline`] runs decode -> typed ->
+//! quality -> sink for one batch; [`ingest`] drives the sources through it (files and blobs
+//! from their watermarks, Event Hub batches, the blob sweep). The entry points are the CLI
+//! ([`cli`]) and the Azure Functions handler ([`handler`]); [`azure`] logs in to Azure
+//! Storage, [`doctor`] checks a deployment, [`observe`] is what the process tells its operator,
+//! [`limits`] the valid range of every setting.
 
 pub mod azure;
 pub mod cli;
@@ -13,10 +17,10 @@ pub mod decode;
 pub mod doctor;
 pub mod generate;
 pub mod handler;
-pub mod json;
+pub mod ingest;
+mod json;
 pub mod limits;
-pub mod maintain;
-pub mod mem;
+mod mem;
 pub mod model;
 pub mod observe;
 pub mod pipeline;

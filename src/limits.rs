@@ -17,7 +17,7 @@ pub const BLOB_GRACE_MINUTES: RangeInclusive<u64> = 0..=1440;
 /// `XDR_SWEEP_HOURS`: closed hours the sweep always looks at, 1 to 7 days.
 pub const SWEEP_HOURS: RangeInclusive<u64> = 1..=168;
 /// `--vacuum-retention-hours` / `XDR_VACUUM_RETENTION_HOURS`: up to a year. Values below
-/// [`crate::maintain::SAFE_VACUUM_RETENTION_HOURS`] need an explicit opt-in on top.
+/// [`crate::sink::maintain::SAFE_VACUUM_RETENTION_HOURS`] need an explicit opt-in on top.
 pub const VACUUM_RETENTION_HOURS: RangeInclusive<u64> = 0..=8760;
 /// `XDR_SWEEP_MAX_CATCH_UP_HOURS`: hours one sweep lists at most when it catches up.
 pub const SWEEP_MAX_CATCH_UP_HOURS: RangeInclusive<u64> = 1..=24 * 90;

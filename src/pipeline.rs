@@ -108,6 +108,17 @@ impl BatchStats {
     }
 }
 
+impl From<&BatchStats> for crate::sink::runs::RunCounts {
+    fn from(s: &BatchStats) -> Self {
+        crate::sink::runs::RunCounts {
+            records: s.records,
+            typed_rows: s.typed_total(),
+            dead_letters: s.dead_total(),
+            rows_by_table: s.typed_rows.clone(),
+        }
+    }
+}
+
 /// The batches built from one set of units, ready to commit.
 pub struct Built {
     pub typed: Vec<(Category, RecordBatch)>,

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::arrow::error::ArrowError;
 use serde::Deserialize;
 
 /// Lookups on the record path (a few per record): a fast, fixed-seed hash instead of SipHash.
@@ -129,8 +131,15 @@ pub fn meta_fields() -> Vec<Field> {
 
 /// Name of the dead-letter Delta table.
 pub const DEAD_LETTER_TABLE: &str = "_dead_letters";
-/// Name of the audit table that records each finished run (and the resume watermark).
-pub const INGEST_RUNS_TABLE: &str = "_ingest_runs";
+
+/// The dead-letter table's own columns (besides [`meta`]'s `_raw`, `_source`, `_position`,
+/// `_ingested_at` and `_date`).
+pub mod dead {
+    pub const REASON: &str = "reason";
+    pub const DETAIL: &str = "detail";
+    pub const CATEGORY: &str = "category";
+    pub const RECORD_INDEX: &str = "_record_index";
+}
 
 /// Schema of the dead-letter table.
 pub fn dead_letter_schema() -> SchemaRef {
@@ -138,12 +147,12 @@ pub fn dead_letter_schema() -> SchemaRef {
     S.get_or_init(|| {
         Arc::new(Schema::new(vec![
             Field::new(meta::RAW, DataType::Utf8, false),
-            Field::new("reason", DataType::Utf8, false),
-            Field::new("detail", DataType::Utf8, true),
-            Field::new("category", DataType::Utf8, true),
+            Field::new(dead::REASON, DataType::Utf8, false),
+            Field::new(dead::DETAIL, DataType::Utf8, true),
+            Field::new(dead::CATEGORY, DataType::Utf8, true),
             Field::new(meta::SOURCE, DataType::Utf8, false),
             Field::new(meta::POSITION, DataType::Int64, false),
-            Field::new("_record_index", DataType::Int64, false),
+            Field::new(dead::RECORD_INDEX, DataType::Int64, false),
             Field::new(meta::INGESTED_AT, timestamp_type(), false),
             Field::new(meta::DATE, DataType::Date32, false),
         ]))
@@ -151,35 +160,27 @@ pub fn dead_letter_schema() -> SchemaRef {
     .clone()
 }
 
-/// Schema of the `_ingest_runs` audit table: one row per committed run (or chunk) of a
-/// resumable source, per Event Hub batch, and per sweep that moved its cursor.
-pub fn ingest_runs_schema() -> SchemaRef {
-    static S: OnceLock<SchemaRef> = OnceLock::new();
-    S.get_or_init(|| {
-        Arc::new(Schema::new(vec![
-            Field::new("source", DataType::Utf8, false),
-            Field::new("start_position", DataType::Int64, false),
-            Field::new("end_position", DataType::Int64, false),
-            Field::new("records", DataType::Int64, false),
-            Field::new("typed_rows", DataType::Int64, false),
-            Field::new("dead_letters", DataType::Int64, false),
-            Field::new("rows_by_table", DataType::Utf8, false),
-            Field::new("bytes", DataType::Int64, false),
-            Field::new("started_at", timestamp_type(), false),
-            Field::new("finished_at", timestamp_type(), false),
-            Field::new("duration_ms", DataType::Int64, false),
-            // added later: nullable, so tables written before read them as null
-            Field::new("rows_written", DataType::Int64, true),
-            Field::new("rows_already_present", DataType::Int64, true),
-            // positions never delivered between the source's watermark and this run's start
-            Field::new("positions_skipped", DataType::Int64, true),
-            // units at or below the source's watermark (a redelivery or a replay)
-            Field::new("positions_redelivered", DataType::Int64, true),
-            // what was unusual about this run, in words (gap, redelivery, restarted sequence)
-            Field::new("note", DataType::Utf8, true),
-        ]))
-    })
-    .clone()
+/// Builds a batch of `schema` from named columns, in the schema's order: each builder names
+/// its columns, the schema alone says where they go. A missing or unknown name is an error.
+pub fn assemble(
+    schema: &SchemaRef,
+    columns: Vec<(&str, ArrayRef)>,
+) -> Result<RecordBatch, ArrowError> {
+    let mut by_name: HashMap<&str, ArrayRef> = columns.into_iter().collect();
+    let mut arrays = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        arrays.push(
+            by_name.remove(f.name().as_str()).ok_or_else(|| {
+                ArrowError::SchemaError(format!("no column {} was built", f.name()))
+            })?,
+        );
+    }
+    if let Some(extra) = by_name.keys().next() {
+        return Err(ArrowError::SchemaError(format!(
+            "column {extra} is not in the schema"
+        )));
+    }
+    RecordBatch::try_new(schema.clone(), arrays)
 }
 
 pub struct Registry {

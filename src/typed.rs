@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use crate::decode::{DeadRef, RecordRef, Unit};
 use crate::json;
 use crate::model::{Category, DeadLetterReason};
-use crate::registry::{KustoType, TableDef, dead_letter_schema};
+use crate::registry::{KustoType, TableDef, assemble, dead, dead_letter_schema, meta};
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -389,10 +389,6 @@ impl<'a> TableBatchBuilder<'a> {
         }
     }
 
-    pub fn rows(&self) -> usize {
-        self.record_index.len()
-    }
-
     /// Adds one record (its properties were split and validated by the decoder).
     pub fn push(&mut self, rec: &RecordRef<'a>, unit: &Unit<'_>, ctx: &BuildContext) {
         self.extras.clear();
@@ -457,19 +453,27 @@ impl<'a> TableBatchBuilder<'a> {
     }
 
     pub fn finish(mut self) -> Result<TypedRows, ArrowError> {
-        let mut arrays: Vec<ArrayRef> = self.cols.iter_mut().map(Col::finish).collect();
-        arrays.push(Arc::new(self.raw.finish()));
-        arrays.push(Arc::new(self.tenant.finish()));
-        arrays.push(Arc::new(self.time.finish()));
-        arrays.push(Arc::new(self.source.finish()));
-        arrays.push(Arc::new(self.position.finish()));
-        arrays.push(Arc::new(self.enqueued.finish()));
-        arrays.push(Arc::new(self.ingested.finish()));
-        arrays.push(Arc::new(self.rescued.finish()));
-        arrays.push(Arc::new(self.date.finish()));
+        let mut columns: Vec<(&str, ArrayRef)> = self
+            .table
+            .columns
+            .iter()
+            .zip(self.cols.iter_mut())
+            .map(|(c, b)| (c.name.as_str(), b.finish()))
+            .collect();
+        columns.extend([
+            (meta::RAW, Arc::new(self.raw.finish()) as ArrayRef),
+            (meta::TENANT_ID, Arc::new(self.tenant.finish())),
+            (meta::TIME, Arc::new(self.time.finish())),
+            (meta::SOURCE, Arc::new(self.source.finish())),
+            (meta::POSITION, Arc::new(self.position.finish())),
+            (meta::ENQUEUED_AT, Arc::new(self.enqueued.finish())),
+            (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
+            (meta::RESCUED, Arc::new(self.rescued.finish())),
+            (meta::DATE, Arc::new(self.date.finish())),
+        ]);
         Ok(TypedRows {
             category: self.category,
-            batch: RecordBatch::try_new(self.schema, arrays)?,
+            batch: assemble(&self.schema, columns)?,
             record_index: self.record_index,
             rescued_values: self.rescued_values,
         })
@@ -519,10 +523,6 @@ impl DeadLetterBuilder {
         }
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
@@ -559,18 +559,20 @@ impl DeadLetterBuilder {
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, ArrowError> {
-        let arrays: Vec<ArrayRef> = vec![
-            Arc::new(self.raw.finish()),
-            Arc::new(self.reason.finish()),
-            Arc::new(self.detail.finish()),
-            Arc::new(self.category.finish()),
-            Arc::new(self.source.finish()),
-            Arc::new(self.position.finish()),
-            Arc::new(self.record_index.finish()),
-            Arc::new(self.ingested.finish()),
-            Arc::new(self.date.finish()),
-        ];
-        RecordBatch::try_new(dead_letter_schema(), arrays)
+        assemble(
+            &dead_letter_schema(),
+            vec![
+                (meta::RAW, Arc::new(self.raw.finish()) as ArrayRef),
+                (dead::REASON, Arc::new(self.reason.finish())),
+                (dead::DETAIL, Arc::new(self.detail.finish())),
+                (dead::CATEGORY, Arc::new(self.category.finish())),
+                (meta::SOURCE, Arc::new(self.source.finish())),
+                (meta::POSITION, Arc::new(self.position.finish())),
+                (dead::RECORD_INDEX, Arc::new(self.record_index.finish())),
+                (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
+                (meta::DATE, Arc::new(self.date.finish())),
+            ],
+        )
     }
 }
 

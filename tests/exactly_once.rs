@@ -14,12 +14,12 @@ use common::*;
 use failing_store::{FailMode, FailingStore};
 use xdr_ingest::decode::Unit;
 use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
-use xdr_ingest::maintain::{CompactOptions, VacuumRetention, compact, maintain};
+use xdr_ingest::ingest::{FileOptions, ingest_file};
 use xdr_ingest::model::Category;
 use xdr_ingest::model::SourceId;
 use xdr_ingest::pipeline::{PipelineConfig, ingest_units};
+use xdr_ingest::sink::maintain::{CompactOptions, VacuumRetention, compact, maintain};
 use xdr_ingest::sink::{Lake, LakeSettings};
-use xdr_ingest::source::file::{FileOptions, ingest_file};
 
 /// A file with records for four tables, dead letters and rule failures, read in chunks.
 fn scenario_file(dir: &Path) -> std::path::PathBuf {

@@ -10,10 +10,10 @@ use std::process::Command;
 
 use common::*;
 use xdr_ingest::generate::{Form, GenerateOptions, write_dataset};
+use xdr_ingest::ingest::FileOptions;
 use xdr_ingest::pipeline::PipelineConfig;
 use xdr_ingest::sink::inspect::lake_info;
 use xdr_ingest::sink::{Lake, LakeSettings};
-use xdr_ingest::source::file::FileOptions;
 
 fn opts(records: usize) -> GenerateOptions {
     GenerateOptions {

@@ -572,7 +572,8 @@ async fn event_hub_sequence_numbers_that_cannot_be_real_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_catches_up_after_an_outage() {
-    use xdr_ingest::source::blob::{BlobStores, SweepOptions, sweep_container};
+    use xdr_ingest::ingest::sweep::{SweepOptions, sweep_container};
+    use xdr_ingest::source::blob::BlobStores;
     let az = azurite::Azurite::start().await;
     az.create_container(CONTAINER).await;
     let now = chrono::Utc::now();

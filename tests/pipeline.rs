@@ -10,8 +10,8 @@ use common::*;
 use xdr_ingest::deltalake::arrow::array::{Array, AsArray};
 use xdr_ingest::deltalake::arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
 use xdr_ingest::generate::{Form, GenerateOptions, Manifest, write_dataset};
+use xdr_ingest::ingest::FileOptions;
 use xdr_ingest::pipeline::PipelineConfig;
-use xdr_ingest::source::file::FileOptions;
 
 fn gen_opts(records: usize, corrupt: f64, seed: u64) -> GenerateOptions {
     GenerateOptions {

@@ -25,11 +25,11 @@ use failing_store::{FailMode, FailingStore};
 use xdr_ingest::decode::Unit;
 use xdr_ingest::deltalake::arrow::array::AsArray;
 use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
-use xdr_ingest::maintain::{CompactOptions, VacuumRetention, maintain};
+use xdr_ingest::ingest::eventhub::ingest_event_batch;
 use xdr_ingest::model::SourceId;
 use xdr_ingest::pipeline::PipelineConfig;
+use xdr_ingest::sink::maintain::{CompactOptions, VacuumRetention, maintain};
 use xdr_ingest::sink::{Lake, LakeSettings};
-use xdr_ingest::source::eventhub::ingest_event_batch;
 
 const TABLES: [&str; 3] = [
     "DeviceProcessEvents",

@@ -10,12 +10,13 @@ use common::*;
 use xdr_ingest::decode::Unit;
 use xdr_ingest::deltalake::arrow::array::{Array, AsArray};
 use xdr_ingest::deltalake::arrow::datatypes::Int64Type;
-use xdr_ingest::maintain::{CompactOptions, VacuumRetention, compact, maintain};
+use xdr_ingest::ingest::eventhub::{EventBatchError, ingest_event_batch};
+use xdr_ingest::ingest::{FileOptions, ingest_files};
 use xdr_ingest::model::{Category, SourceId};
 use xdr_ingest::pipeline::{PipelineConfig, ingest_units};
 use xdr_ingest::sink::Lake;
-use xdr_ingest::source::eventhub::{EventBatchError, ingest_event_batch};
-use xdr_ingest::source::file::{FileOptions, collect_inputs, ingest_files};
+use xdr_ingest::sink::maintain::{CompactOptions, VacuumRetention, compact, maintain};
+use xdr_ingest::source::file::collect_inputs;
 
 /// One Event Hub body per sequence number, one record each, for three tables.
 fn bodies(from: i64, n: i64, tag: &str) -> Vec<(i64, String)> {

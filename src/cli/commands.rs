@@ -13,10 +13,11 @@ use super::{
     DoctorArgs, GenerateArgs, IngestArgs, MaintainArgs, ServeArgs, SizeMix, TablesArgs, UsageError,
 };
 use crate::generate::{self, GenerateOptions};
+use crate::ingest::{FileOptions, ingest_files};
 use crate::pipeline::PipelineConfig;
 use crate::quality::Rules;
 use crate::sink::inspect::{lake_info, source_anomalies};
-use crate::source::file::{FileOptions, collect_inputs, ingest_files};
+use crate::source::file::collect_inputs;
 
 pub(super) async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     // everything that can be wrong with the command line is checked before the lake is touched
@@ -198,7 +199,7 @@ pub(super) async fn doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {
-    let vacuum = crate::maintain::VacuumRetention::new(
+    let vacuum = crate::sink::maintain::VacuumRetention::new(
         a.vacuum_retention_hours,
         a.unsafe_vacuum_retention_may_lose_data,
     )
@@ -209,9 +210,12 @@ pub(super) async fn maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {
         ))
     })?;
     let lake = a.lake.open(false, false)?;
-    let done =
-        crate::maintain::maintain(&lake, vacuum, &crate::maintain::CompactOptions::default())
-            .await?;
+    let done = crate::sink::maintain::maintain(
+        &lake,
+        vacuum,
+        &crate::sink::maintain::CompactOptions::default(),
+    )
+    .await?;
     if done.is_empty() {
         anyhow::bail!("there are no tables at {}", lake.root());
     }

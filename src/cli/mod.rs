@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::generate::Form;
+use crate::ingest::DEFAULT_CHUNK_BYTES;
 use crate::observe::{init_logging, install_panic_hook, render_error};
 use crate::pipeline::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_RETENTION_DAYS};
 use crate::sink::{Lake, LakeSettings};
-use crate::source::file::DEFAULT_CHUNK_BYTES;
 
 #[derive(Parser)]
 #[command(
@@ -68,7 +68,7 @@ pub(crate) struct MaintainArgs {
     pub(crate) lake: LakeArgs,
     /// Data files unreferenced for at least this long are removed. Below 168 (7 days) it
     /// needs --unsafe-vacuum-retention-may-lose-data.
-    #[arg(long, default_value_t = crate::maintain::SAFE_VACUUM_RETENTION_HOURS,
+    #[arg(long, default_value_t = crate::sink::maintain::SAFE_VACUUM_RETENTION_HOURS,
           allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::VACUUM_RETENTION_HOURS))]
     pub(crate) vacuum_retention_hours: u64,
     /// Allow a vacuum retention below 168 hours. Vacuum then deletes Parquet files that a

@@ -8,11 +8,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::generate::Manifest;
-use crate::maintain::TableMaintenance;
+use crate::ingest::IngestRun;
 use crate::pipeline::BatchStats;
 use crate::sink::Lake;
 use crate::sink::inspect::{SourceAnomalies, TableInfo};
-use crate::source::file::IngestRun;
+use crate::sink::maintain::TableMaintenance;
 
 /// What `ingest --json` prints.
 #[derive(Serialize)]

@@ -22,12 +22,12 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::decode::Unit;
+use crate::ingest::eventhub::{EventBatchError, ingest_event_batch};
+use crate::ingest::sweep::{SweepOptions, sweep_container};
+use crate::ingest::{BlobReadOptions, IngestError, ingest_blob};
 use crate::pipeline::{BatchReport, BatchStats, PipelineError};
 use crate::sink::Lake;
-use crate::source::blob::{
-    BlobError, BlobReadOptions, BlobRef, BlobStores, SweepOptions, ingest_blob, sweep_container,
-};
-use crate::source::eventhub::{EventBatchError, ingest_event_batch};
+use crate::source::blob::{BlobError, BlobRef, BlobStores};
 use protocol::{Invocation, InvocationResponse, ProtocolError, decode_event_hub, structured, text};
 pub use settings::HandlerSettings;
 
@@ -94,6 +94,15 @@ impl From<BlobError> for InvocationError {
                 field: "blob url".into(),
                 msg: e.to_string(),
             }),
+            other => InvocationError::Transient(other.into()),
+        }
+    }
+}
+
+impl From<IngestError> for InvocationError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Blob(b) => b.into(),
             other => InvocationError::Transient(other.into()),
         }
     }
@@ -504,10 +513,10 @@ async fn maintenance(
     let id = invocation_id(&headers);
     let r = async {
         let started = Instant::now();
-        let done = crate::maintain::maintain(
+        let done = crate::sink::maintain::maintain(
             &st.lake,
             st.settings.vacuum,
-            &crate::maintain::CompactOptions::default(),
+            &crate::sink::maintain::CompactOptions::default(),
         )
             .await
             .map_err(|e| InvocationError::Transient(e.into()))?;

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use chrono::Duration;
 
 use crate::handler::protocol::EventDataType;
+use crate::ingest::DEFAULT_CHUNK_BYTES;
 use crate::limits::{self, InvalidSetting};
 use crate::model::Category;
 use crate::pipeline::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_RETENTION_DAYS, PipelineConfig};
 use crate::quality::Rules;
 use crate::sink::LakeSettings;
 use crate::source::blob::{BlobRef, DEFAULT_ENDPOINT_SUFFIX, UrlPolicy};
-use crate::source::file::DEFAULT_CHUNK_BYTES;
 
 /// Default of `XDR_MAX_REQUEST_BYTES`: 256 MiB (axum's own default, 2 MB, refused a batch of
 /// 100 ordinary Defender events).
@@ -86,7 +86,7 @@ pub struct HandlerSettings {
     pub endpoint_suffix: String,
     /// `XDR_VACUUM_RETENTION_HOURS` (and `XDR_UNSAFE_VACUUM_RETENTION_MAY_LOSE_DATA` for a
     /// value below the safe floor).
-    pub vacuum: crate::maintain::VacuumRetention,
+    pub vacuum: crate::sink::maintain::VacuumRetention,
     pub pipeline: PipelineConfig,
     /// `XDR_EVENTHUB_DATA_TYPE`: `string` (default) or `binary`, as the Event Hub trigger's
     /// `dataType` in EventHubIngest/function.json (the two must agree).
@@ -264,20 +264,21 @@ impl HandlerSettings {
         let vacuum_retention_hours = num(
             "XDR_VACUUM_RETENTION_HOURS",
             &limits::VACUUM_RETENTION_HOURS,
-            crate::maintain::SAFE_VACUUM_RETENTION_HOURS,
+            crate::sink::maintain::SAFE_VACUUM_RETENTION_HOURS,
         )?;
         let unsafe_vacuum = match var(UNSAFE_VACUUM_SETTING) {
             Some(v) => limits::parse_bool(UNSAFE_VACUUM_SETTING, &v)?,
             None => false,
         };
-        let vacuum = crate::maintain::VacuumRetention::new(vacuum_retention_hours, unsafe_vacuum)
-            .map_err(|e| {
-            InvalidSetting::new(
-                "XDR_VACUUM_RETENTION_HOURS",
-                vacuum_retention_hours.to_string(),
-                format!("{e}; set {UNSAFE_VACUUM_SETTING}=true to force it"),
-            )
-        })?;
+        let vacuum =
+            crate::sink::maintain::VacuumRetention::new(vacuum_retention_hours, unsafe_vacuum)
+                .map_err(|e| {
+                    InvalidSetting::new(
+                        "XDR_VACUUM_RETENTION_HOURS",
+                        vacuum_retention_hours.to_string(),
+                        format!("{e}; set {UNSAFE_VACUUM_SETTING}=true to force it"),
+                    )
+                })?;
         Ok(HandlerSettings {
             lake,
             lake_options: match var("XDR_LAKE_OPTIONS") {

@@ -3,16 +3,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::array::{AsArray, RecordBatch};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use super::runs::INGEST_RUNS_TABLE;
+pub use super::runs::{SourceAnomalies, source_anomalies};
 use super::{Lake, SinkError, TableHandle};
 use crate::model::Category;
-use crate::registry::{DEAD_LETTER_TABLE, INGEST_RUNS_TABLE};
+use crate::registry::DEAD_LETTER_TABLE;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableInfo {
@@ -29,14 +31,14 @@ pub struct TableInfo {
     pub last_commit_ms: Option<i64>,
 }
 
-fn delta_err(h: &TableHandle, e: deltalake::DeltaTableError) -> SinkError {
+pub(super) fn delta_err(h: &TableHandle, e: deltalake::DeltaTableError) -> SinkError {
     SinkError::Delta {
         table: h.name().to_owned(),
         source: Box::new(e),
     }
 }
 
-async fn get_bytes(
+pub(super) async fn get_bytes(
     h: &TableHandle,
     store: &dyn deltalake::ObjectStore,
     path: &deltalake::Path,
@@ -73,7 +75,7 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
                 .schema()
                 .fields()
                 .iter()
-                .position(|f| f.name() == "reason")
+                .position(|f| f.name() == crate::registry::dead::REASON)
             else {
                 continue;
             };
@@ -159,121 +161,6 @@ pub async fn lake_info(lake: &Lake) -> Result<Vec<TableInfo>, SinkError> {
     out.sort_by(|a, b| {
         let special = |n: &str| n == DEAD_LETTER_TABLE || n == INGEST_RUNS_TABLE;
         (special(&a.name), &a.name).cmp(&(special(&b.name), &b.name))
-    });
-    Ok(out)
-}
-
-/// What `_ingest_runs` records about one source that did not simply follow on: gaps,
-/// redeliveries, restarted sequences (new epochs), replays that skipped bytes.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct SourceAnomalies {
-    pub source: String,
-    /// Run rows of the source.
-    pub runs: u64,
-    /// Runs that started past the watermark, and the positions they skipped.
-    pub gaps: u64,
-    pub positions_skipped: i64,
-    /// Runs (or deliveries) at or below the watermark, and their units.
-    pub redeliveries: u64,
-    pub positions_redelivered: i64,
-    /// Restarted sequences (Event Hub epochs begun).
-    pub restarts: u64,
-    /// The newest note.
-    pub last_note: Option<String>,
-}
-
-/// Sources of `_ingest_runs` with anything unusual recorded, most skipped positions first.
-/// Reads only the columns it needs.
-pub async fn source_anomalies(lake: &Lake) -> Result<Vec<SourceAnomalies>, SinkError> {
-    let h = lake.ingest_runs()?;
-    let Some(table) = h.load_existing().await? else {
-        return Ok(Vec::new());
-    };
-    let snapshot = table.snapshot().map_err(|e| delta_err(&h, e))?;
-    let store = table.object_store();
-    let mut by: BTreeMap<String, SourceAnomalies> = BTreeMap::new();
-    let wanted = [
-        "source",
-        "positions_skipped",
-        "positions_redelivered",
-        "note",
-        "finished_at",
-    ];
-    for f in snapshot.log_data().iter() {
-        let bytes = get_bytes(&h, store.as_ref(), &f.object_store_path()).await?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| delta_err(&h, e.into()))?;
-        let idx: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .map_err(|e| delta_err(&h, e.into()))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| delta_err(&h, e.into()))?;
-            let Some(src) = batch.column_by_name("source") else {
-                continue;
-            };
-            let src = src.as_string::<i32>();
-            let ints = |n: &str| {
-                batch.column_by_name(n).map(|c| {
-                    c.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
-                        .clone()
-                })
-            };
-            let (skipped, redelivered) = (ints("positions_skipped"), ints("positions_redelivered"));
-            let note = batch
-                .column_by_name("note")
-                .map(|c| c.as_string::<i32>().clone());
-            for i in 0..batch.num_rows() {
-                let e = by
-                    .entry(src.value(i).to_owned())
-                    .or_insert_with(|| SourceAnomalies {
-                        source: src.value(i).to_owned(),
-                        ..Default::default()
-                    });
-                e.runs += 1;
-                let get = |a: &Option<deltalake::arrow::array::Int64Array>| {
-                    a.as_ref()
-                        .filter(|a| a.is_valid(i))
-                        .map(|a| a.value(i))
-                        .unwrap_or(0)
-                };
-                let (s, r) = (get(&skipped), get(&redelivered));
-                if s > 0 {
-                    e.gaps += 1;
-                    e.positions_skipped += s;
-                }
-                if r > 0 {
-                    e.redeliveries += 1;
-                    e.positions_redelivered += r;
-                }
-                if let Some(n) = note.as_ref().filter(|n| n.is_valid(i)).map(|n| n.value(i)) {
-                    if n.contains("sequence restarted") {
-                        e.restarts += 1;
-                    }
-                    e.last_note = Some(n.to_owned());
-                }
-            }
-        }
-    }
-    let mut out: Vec<SourceAnomalies> = by
-        .into_values()
-        .filter(|a| a.gaps + a.redeliveries + a.restarts > 0)
-        .collect();
-    out.sort_by(|a, b| {
-        (b.positions_skipped, b.restarts, &a.source).cmp(&(
-            a.positions_skipped,
-            a.restarts,
-            &b.source,
-        ))
     });
     Ok(out)
 }

@@ -2,6 +2,8 @@
 //! table, and the exactly-once commit of a built batch to every table it touches, in parallel.
 
 pub mod inspect;
+pub mod maintain;
+pub mod runs;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,10 +17,9 @@ use url::Url;
 pub(crate) use table::write_one_partition;
 pub use table::{AppendOutcome, TableHandle, writer_properties};
 
-use crate::model::{Category, SourceId};
-use crate::registry::{
-    DEAD_LETTER_TABLE, INGEST_RUNS_TABLE, dead_letter_schema, ingest_runs_schema, meta,
-};
+use crate::model::Category;
+use crate::registry::{DEAD_LETTER_TABLE, dead_letter_schema, meta};
+use runs::INGEST_RUNS_TABLE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -182,10 +183,6 @@ impl Lake {
         &self.root
     }
 
-    pub fn settings(&self) -> &LakeSettings {
-        &self.settings
-    }
-
     fn handle(
         &self,
         name: &str,
@@ -228,7 +225,7 @@ impl Lake {
     }
 
     pub fn ingest_runs(&self) -> Result<Arc<TableHandle>, SinkError> {
-        self.handle(INGEST_RUNS_TABLE, ingest_runs_schema, None)
+        self.handle(INGEST_RUNS_TABLE, runs::schema, None)
     }
 
     /// Handle of a table by name (typed, `_dead_letters` or `_ingest_runs`).
@@ -297,10 +294,5 @@ impl Lake {
                 first: Box::new(e),
             }),
         }
-    }
-
-    /// Where a resumable source (file, blob) continues: the `_ingest_runs` watermark.
-    pub async fn resume_position(&self, source: &SourceId) -> Result<Option<i64>, SinkError> {
-        self.ingest_runs()?.txn_version(source.as_str()).await
     }
 }

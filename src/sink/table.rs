@@ -22,7 +22,8 @@ use indexmap::IndexMap;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::{LakeSettings, SinkError};
+use super::{LakeSettings, SinkError, runs};
+use crate::registry::meta;
 
 /// Columns with file statistics (min/max/nulls) in the Delta log. Event time and the lineage
 /// columns are what queries and audits filter on; statistics of every column (the Delta
@@ -32,13 +33,13 @@ use super::{LakeSettings, SinkError};
 /// in its property (the kernel warns on every snapshot about a listed column it lacks).
 const STATS_COLUMNS: [&str; 8] = [
     "Timestamp",
-    "_time",
-    "_source",
-    "_position",
-    "_ingested_at",
-    "source",
-    "end_position",
-    "finished_at",
+    meta::TIME,
+    meta::SOURCE,
+    meta::POSITION,
+    meta::INGESTED_AT,
+    runs::col::SOURCE,
+    runs::col::END,
+    runs::col::FINISHED_AT,
 ];
 
 /// How often an append is redone after another writer committed the same source first.
@@ -97,10 +98,6 @@ impl TableHandle {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn url(&self) -> &Url {
-        &self.url
     }
 
     fn err(&self, source: DeltaTableError) -> SinkError {

@@ -1,22 +1,18 @@
-//! Defender's hourly append blobs: reading a blob through object_store with range requests
-//! from its `_ingest_runs` watermark in bounded chunks (a commit per chunk), leaving a trailing
-//! partial line for later until the blob's hour plus a grace period has passed, and listing
-//! the open and recently closed hours for the sweep.
+//! Defender's hourly append blobs: which URLs name one (and which are refused), the object
+//! stores of the export account(s), reading a blob's byte ranges, and listing its hour
+//! folders. [`crate::ingest`] reads blobs from their watermarks and runs the sweep.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use deltalake::logstore::object_store::path::Path;
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
 use futures::TryStreamExt;
 use url::Url;
 
-use super::lines::Chunker;
-use super::resume::{RunRow, ingest_chunk, record_runs, resume_offset};
 use crate::model::SourceId;
-use crate::pipeline::{BatchStats, PipelineConfig, PipelineError};
-use crate::sink::Lake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -29,14 +25,6 @@ pub enum BlobError {
         account: String,
         source: deltalake::ObjectStoreError,
     },
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-}
-
-impl From<crate::sink::SinkError> for BlobError {
-    fn from(e: crate::sink::SinkError) -> Self {
-        BlobError::Pipeline(PipelineError::Sink(e))
-    }
 }
 
 /// Longest blob URL accepted (Azure's own limits: a 1,024-character blob name, a 63-character
@@ -313,228 +301,19 @@ impl BlobStores {
         cache.insert(key, store.clone());
         Ok(store)
     }
-}
 
-/// What one pass over a blob did.
-#[derive(Debug, Default, Clone)]
-pub struct BlobOutcome {
-    pub source: String,
-    pub start: i64,
-    pub end: i64,
-    pub length: i64,
-    pub chunks: u64,
-    pub stats: BatchStats,
-    pub written: u64,
-    pub already_present: u64,
-    /// Bytes of an unterminated last line left for a later pass.
-    pub pending_tail: u64,
-    /// The blob's hour (plus grace) is over: its last line was taken even without a newline.
-    pub final_: bool,
-    /// The time budget ran out: the rest of the blob, from this offset, is left to a
-    /// continuation (the watermark keeps it exact).
-    pub continue_at: Option<i64>,
-    /// What was unusual (a replay that skips or repeats bytes, a blob shorter than its
-    /// watermark), in words.
-    pub note: Option<String>,
-}
-
-/// How a blob is read.
-#[derive(Clone, Copy, Debug)]
-pub struct BlobReadOptions {
-    /// Bytes per commit.
-    pub chunk_bytes: usize,
-    /// A blob is final (its unterminated last line is a record) this long after its hour.
-    pub grace: Duration,
-    pub now: DateTime<Utc>,
-    /// Stop reading (after the chunk in hand is committed) once this instant has passed.
-    pub deadline: Option<std::time::Instant>,
-}
-
-/// Ingests a blob from its watermark (or from `start`, for a replay) to its current length.
-pub async fn ingest_blob(
-    lake: &Lake,
-    stores: &BlobStores,
-    blob: &BlobRef,
-    start: Option<i64>,
-    cfg: &PipelineConfig,
-    opts: BlobReadOptions,
-) -> Result<BlobOutcome, BlobError> {
-    let BlobReadOptions {
-        chunk_bytes,
-        grace,
-        now,
-        deadline,
-    } = opts;
-    let store = stores.store(&blob.account, &blob.container)?;
-    let err = |source| BlobError::Store {
-        account: blob.account.clone(),
-        source,
-    };
-    let source = blob.source_id();
-    let watermark = resume_offset(lake, &source).await?;
-    let start = start.unwrap_or(watermark);
-    let path = Path::from(blob.path.as_str());
-    let length = store.head(&path).await.map_err(err)?.size as i64;
-    let final_ = blob.hour_end().is_some_and(|end| now >= end + grace);
-    let mut out = BlobOutcome {
-        source: source.to_string(),
-        start,
-        end: start,
-        length,
-        final_,
-        ..Default::default()
-    };
-    // what the first chunk's run row says about where this pass started
-    let mut first = Annotation::default();
-    if length < watermark {
-        out.note = Some(format!(
-            "the blob is {length} bytes, shorter than the {watermark} bytes already ingested: it was rewritten or recreated, not appended; not read"
-        ));
-        tracing::warn!(source = %source, length, watermark, "blob shorter than its watermark; not read");
-        return Ok(out);
-    }
-    if start > watermark {
-        first.skipped = Some(start - watermark);
-        first.note = Some(format!(
-            "replay started at byte {start}, past the watermark {watermark}: bytes {watermark}-{start} not read"
-        ));
-        tracing::warn!(source = %source, start, watermark, "blob replay starts past the watermark: bytes skipped");
-    } else if start < watermark {
-        first.redelivered = Some(watermark - start);
-        first.note = Some(format!(
-            "replay from byte {start}: bytes {start}-{watermark} were already ingested and are not written again"
-        ));
-    }
-    out.note = first.note.clone();
-    if length <= start {
-        return Ok(out);
-    }
-    let mut chunker = Chunker::new(start, cfg.max_record_bytes, chunk_bytes);
-    let mut pos = start;
-    let read_size = chunk_bytes.clamp(64 * 1024, 16 * 1024 * 1024) as i64;
-    let out_of_time = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
-    loop {
-        let eof = pos >= length;
-        if eof {
-            chunker.end_of_input(final_);
-        } else {
-            let to = (pos + read_size).min(length);
-            let bytes = store
-                .get_range(&path, pos as u64..to as u64)
-                .await
-                .map_err(err)?;
-            let mut fed = 0;
-            while fed < bytes.len() {
-                fed += chunker.feed(&bytes[fed..]);
-                if chunker.is_full() {
-                    let chunk = chunker.take();
-                    commit_chunk(
-                        lake,
-                        &source,
-                        chunk,
-                        cfg,
-                        &mut out,
-                        std::mem::take(&mut first),
-                    )
-                    .await?;
-                    if out_of_time() {
-                        // what was read past this chunk is read again by the continuation
-                        out.continue_at = Some(out.end);
-                        return Ok(out);
-                    }
-                }
-            }
-            pos = to;
-            continue;
-        }
-        let chunk = chunker.take();
-        if chunk.end > chunk.start {
-            commit_chunk(lake, &source, chunk, cfg, &mut out, first).await?;
-        }
-        out.pending_tail = chunker.pending_tail() as u64;
-        break;
-    }
-    Ok(out)
-}
-
-/// What a pass's first run row records about where it started.
-#[derive(Default)]
-struct Annotation {
-    skipped: Option<i64>,
-    redelivered: Option<i64>,
-    note: Option<String>,
-}
-
-async fn commit_chunk(
-    lake: &Lake,
-    source: &SourceId,
-    chunk: super::lines::Chunk,
-    cfg: &PipelineConfig,
-    out: &mut BlobOutcome,
-    note: Annotation,
-) -> Result<(), BlobError> {
-    let end = chunk.end;
-    let report = ingest_chunk(lake, source, chunk, cfg, |row| {
-        row.skipped = note.skipped;
-        row.redelivered = note.redelivered;
-        row.note = note.note;
-    })
-    .await?;
-    out.stats.add(&report.stats);
-    out.written += report.commit.written();
-    out.already_present += report.commit.already_present();
-    out.chunks += 1;
-    out.end = end;
-    Ok(())
-}
-
-/// A blob the sweep found with bytes past its watermark.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grown {
-    pub blob: BlobRef,
-    pub length: i64,
-    pub watermark: i64,
-    /// Its hour plus the grace period is over: it will not grow any more, and everything in
-    /// it should have been read by now.
-    pub closed: bool,
-}
-
-/// How a sweep looks at a container.
-#[derive(Debug, Clone, Copy)]
-pub struct SweepOptions {
-    pub now: DateTime<Utc>,
-    /// The open hour and this many closed hours are listed on every sweep.
-    pub recent_hours: u32,
-    /// From the persisted cursor on, at most this many hours are listed per sweep: after an
-    /// outage the sweep catches up over several runs.
-    pub max_catch_up_hours: u32,
-    /// A blob is final this long after its hour ends.
-    pub grace: Duration,
-}
-
-/// What one sweep of one container found.
-#[derive(Debug, Clone, Default)]
-pub struct SweepOutcome {
-    /// Blobs with bytes past their watermark (to enqueue).
-    pub grown: Vec<Grown>,
-    /// Hours listed.
-    pub hours_scanned: usize,
-    /// The cursor before and after: every hour before it is closed and fully read.
-    pub cursor_before: Option<DateTime<Utc>>,
-    pub cursor_after: Option<DateTime<Utc>>,
-    /// Hours from the new cursor to the recent window that later sweeps still have to list.
-    pub catch_up_hours_left: i64,
-}
-
-impl SweepOutcome {
-    /// Closed blobs behind their watermark: a blob the blob path should have finished and has
-    /// not (a BlobIngest that keeps failing, or an outage being caught up).
-    pub fn closed_behind(&self) -> usize {
-        self.grown.iter().filter(|g| g.closed).count()
+    /// A reader of one blob.
+    pub fn reader(&self, blob: &BlobRef) -> Result<BlobReader, BlobError> {
+        Ok(BlobReader {
+            store: self.store(&blob.account, &blob.container)?,
+            path: Path::from(blob.path.as_str()),
+            account: blob.account.clone(),
+        })
     }
 }
 
-fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
+/// The start of the hour `t` is in.
+pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
     let secs = t.timestamp().div_euclid(3600) * 3600;
     Utc.timestamp_opt(secs, 0).single().unwrap_or(t)
 }
@@ -551,151 +330,69 @@ pub fn hour_prefixes(now: DateTime<Utc>, hours: u32) -> Vec<String> {
         .collect()
 }
 
-/// The sweep cursor's source id in `_ingest_runs`: its txn is the first hour (unix seconds)
-/// not yet known to be closed and fully read.
-pub fn sweep_source(account: &str, container: &str) -> SourceId {
-    SourceId::custom(format!("sweep://{account}/{container}"))
-}
-
-/// Lists one container's hours (per tenant folder) and returns every `*.json` blob longer
-/// than its watermark. The hours are the recent window (the open hour and
-/// `opts.recent_hours` closed ones) and, from the container's persisted cursor, up to
-/// `opts.max_catch_up_hours` older ones, so that after an outage of any length (a stopped app,
-/// failed timers) the appended bytes and final lines of older blobs are still found. The
-/// cursor moves past an hour once the hour is closed and every blob in it is read to its end,
-/// and is recorded as a run row of `sweep://<account>/<container>`.
-pub async fn sweep_container(
-    lake: &Lake,
-    stores: &BlobStores,
-    account: &str,
-    container: &str,
-    opts: SweepOptions,
-) -> Result<SweepOutcome, BlobError> {
-    let started_at = chrono::Utc::now().timestamp_micros();
-    let store = stores.store(account, container)?;
-    let err = |source| BlobError::Store {
-        account: account.to_owned(),
-        source,
-    };
-    let sweep_id = sweep_source(account, container);
-    let now_hour = hour_start(opts.now);
-    let recent_from = now_hour - Duration::hours(opts.recent_hours as i64);
-    let cursor = resume_position_hour(lake, &sweep_id).await?;
-    let mut out = SweepOutcome {
-        cursor_before: cursor,
-        ..Default::default()
-    };
-    let catch_from = cursor.unwrap_or(recent_from).min(recent_from);
-    let catch_to =
-        (catch_from + Duration::hours(opts.max_catch_up_hours.max(1) as i64 - 1)).min(now_hour);
-    let mut hours: Vec<DateTime<Utc>> = Vec::new();
-    let mut h = catch_from;
-    while h <= catch_to {
-        hours.push(h);
-        h += Duration::hours(1);
-    }
-    let mut h = recent_from.max(catch_to + Duration::hours(1));
-    while h <= now_hour {
-        hours.push(h);
-        h += Duration::hours(1);
-    }
-    out.hours_scanned = hours.len();
-    let closed = |hour: DateTime<Utc>| opts.now >= hour + Duration::hours(1) + opts.grace;
-
-    let top = match store.list_with_delimiter(None).await {
-        Ok(t) => t.common_prefixes,
+/// The tenant folders at the top of a container (none when it does not exist yet).
+pub async fn tenants(
+    store: &Arc<dyn ObjectStore>,
+) -> Result<Vec<Path>, deltalake::ObjectStoreError> {
+    match store.list_with_delimiter(None).await {
+        Ok(t) => Ok(t.common_prefixes),
         // a container Defender has not written yet
-        Err(e) if crate::azure::is_container_not_found(&e) => Vec::new(),
-        Err(e) => return Err(err(e)),
-    };
-    // hour -> whether everything in it is read
-    let mut complete: BTreeMap<DateTime<Utc>, bool> = hours.iter().map(|h| (*h, true)).collect();
-    for hour in &hours {
-        let mut found = Vec::new();
-        for tenant in &top {
-            let prefix = Path::from(format!(
-                "{}/{}",
-                tenant.as_ref(),
-                hour_prefix(*hour).trim_end_matches('/')
-            ));
-            let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.map_err(err)?;
-            for meta in metas {
-                if meta.location.as_ref().ends_with(".json") {
-                    found.push((meta.location.to_string(), meta.size as i64));
-                }
-            }
-        }
-        if found.is_empty() {
-            continue;
-        }
-        let blobs: Vec<BlobRef> = found
-            .iter()
-            .map(|(path, _)| BlobRef {
-                account: account.to_owned(),
-                container: container.to_owned(),
-                path: path.clone(),
-            })
-            .collect();
-        let ids: Vec<SourceId> = blobs.iter().map(BlobRef::source_id).collect();
-        let id_strs: Vec<&str> = ids.iter().map(SourceId::as_str).collect();
-        let marks = lake.ingest_runs()?.txn_versions(&id_strs).await?;
-        for ((blob, (_, size)), mark) in blobs.into_iter().zip(found).zip(marks) {
-            let watermark = mark.unwrap_or(0).max(0);
-            if size > watermark {
-                complete.insert(*hour, false);
-                out.grown.push(Grown {
-                    blob,
-                    length: size,
-                    watermark,
-                    closed: closed(*hour),
-                });
-            }
-        }
+        Err(e) if crate::azure::is_container_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
-    // the cursor: the first scanned hour (from the old cursor on) that is open or not read
-    let mut new_cursor = catch_to + Duration::hours(1);
-    for (hour, done) in &complete {
-        if *hour > catch_to {
-            break;
-        }
-        if !*done || !closed(*hour) {
-            new_cursor = *hour;
-            break;
-        }
-    }
-    let new_cursor = new_cursor.min(now_hour);
-    out.cursor_after = Some(new_cursor);
-    out.catch_up_hours_left = ((recent_from - new_cursor).num_hours()).max(0);
-    if cursor != Some(new_cursor) {
-        let stats = crate::pipeline::BatchStats::default();
-        let mut row = RunRow::chunk(
-            &sweep_id,
-            cursor.unwrap_or(catch_from).timestamp(),
-            new_cursor.timestamp(),
-            &stats,
-            started_at,
-        );
-        row.bytes = 0;
-        if out.catch_up_hours_left > 0 {
-            row.note = Some(format!(
-                "catching up: {} hours before the recent window still to list",
-                out.catch_up_hours_left
-            ));
-        }
-        record_runs(lake, &[row]).await?;
-    }
-    Ok(out)
 }
 
-/// The sweep cursor of `sweep_id`, as an hour.
-async fn resume_position_hour(
-    lake: &Lake,
-    sweep_id: &SourceId,
-) -> Result<Option<DateTime<Utc>>, BlobError> {
-    Ok(lake
-        .resume_position(sweep_id)
-        .await?
-        .and_then(|secs| Utc.timestamp_opt(secs, 0).single()))
+/// The `*.json` blobs (path, length) of one tenant folder's hour.
+pub async fn list_hour(
+    store: &Arc<dyn ObjectStore>,
+    tenant: &Path,
+    hour: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>, deltalake::ObjectStoreError> {
+    let prefix = Path::from(format!(
+        "{}/{}",
+        tenant.as_ref(),
+        hour_prefix(hour).trim_end_matches('/')
+    ));
+    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+    Ok(metas
+        .into_iter()
+        .filter(|m| m.location.as_ref().ends_with(".json"))
+        .map(|m| (m.location.to_string(), m.size as i64))
+        .collect())
+}
+
+/// One blob, read in byte ranges.
+pub struct BlobReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    account: String,
+}
+
+impl BlobReader {
+    /// The blob's current length.
+    pub async fn head(&self) -> Result<i64, BlobError> {
+        Ok(self
+            .store
+            .head(&self.path)
+            .await
+            .map_err(|e| self.err(e))?
+            .size as i64)
+    }
+
+    /// Bytes `[from, to)`.
+    pub async fn read_range(&self, from: i64, to: i64) -> Result<Bytes, BlobError> {
+        self.store
+            .get_range(&self.path, from.max(0) as u64..to.max(0) as u64)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    fn err(&self, source: deltalake::ObjectStoreError) -> BlobError {
+        BlobError::Store {
+            account: self.account.clone(),
+            source,
+        }
+    }
 }
 
 #[cfg(test)]

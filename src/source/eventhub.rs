@@ -1,41 +1,12 @@
-//! Event Hub batches: the continuity of a partition's sequence numbers. Before a batch runs
-//! through the pipeline it is checked against what the lake has committed for its partition:
-//! a gap (sequence numbers that never arrived), a redelivery (numbers at or below the
-//! watermark, which the tables drop), or a restarted sequence (a hub deleted and recreated
-//! under the same name starts again at 0). A restart opens a new *epoch* of the source, so
-//! the new hub's events land exactly once under their own txn id instead of being dropped as
-//! "already in the lake". Every batch is recorded in `_ingest_runs` with what was found.
-//!
-//! State per partition, in `_ingest_runs` (committed with each batch's run row):
-//! - txn `<source>` (the epoch's source id): the highest sequence number recorded;
-//! - txn `xdr:enqueued:<source>`: the newest enqueued time recorded (µs), which tells a
-//!   redelivery (enqueued no later than that) from a restarted sequence (enqueued after it);
-//! - txn `xdr:epoch:<partition id>`: the partition's current epoch (absent: 0).
-
-use std::time::Instant;
+//! Event Hub partitions: the continuity of their sequence numbers. A batch is classified
+//! against what the lake has committed for its partition: following on, a gap (sequence
+//! numbers that never arrived), a redelivery (numbers at or below the watermark), or a
+//! restarted sequence (a hub deleted and recreated under the same name starts again at 0),
+//! which opens a new *epoch* of the source with its own source id. Pure: the state comes in,
+//! the verdict goes out ([`crate::ingest::eventhub`] reads and records the state).
 
 use crate::decode::Unit;
 use crate::model::SourceId;
-use crate::pipeline::{BatchReport, PipelineConfig, PipelineError, build_for, commit_built};
-use crate::sink::Lake;
-use crate::source::resume::{RunRow, record_runs_with};
-
-/// A batch the protocol does not allow.
-#[derive(Debug, thiserror::Error)]
-pub enum EventBatchError {
-    /// Sequence numbers that are negative or not strictly increasing within the batch: not
-    /// what an Event Hub partition delivers.
-    #[error("sequence numbers: {0}")]
-    Positions(String),
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-}
-
-impl From<crate::sink::SinkError> for EventBatchError {
-    fn from(e: crate::sink::SinkError) -> Self {
-        EventBatchError::Pipeline(PipelineError::Sink(e))
-    }
-}
 
 /// What the batch was, relative to the committed state of its partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,16 +53,6 @@ impl Continuity {
     }
 }
 
-/// What ingesting one batch did.
-#[derive(Debug, Clone)]
-pub struct EventBatchOutcome {
-    /// The source id the rows carry (`_source`): the partition's, with `#epoch<n>` after a
-    /// restart.
-    pub source: SourceId,
-    pub continuity: Continuity,
-    pub report: BatchReport,
-}
-
 /// The source id of `partition`'s epoch `n`.
 pub fn epoch_source(partition: &SourceId, epoch: u32) -> SourceId {
     if epoch == 0 {
@@ -101,29 +62,32 @@ pub fn epoch_source(partition: &SourceId, epoch: u32) -> SourceId {
     }
 }
 
-fn enqueued_txn(source: &SourceId) -> String {
+/// The txn id (in `_ingest_runs`) of the newest enqueued time recorded for an epoch.
+pub fn enqueued_txn(source: &SourceId) -> String {
     format!("xdr:enqueued:{source}")
 }
 
-fn epoch_txn(partition: &SourceId) -> String {
+/// The txn id (in `_ingest_runs`) of a partition's current epoch.
+pub fn epoch_txn(partition: &SourceId) -> String {
     format!("xdr:epoch:{partition}")
 }
 
-/// Checks a batch's positions: non-negative and strictly increasing.
-fn check_positions(units: &[Unit<'_>]) -> Result<(), EventBatchError> {
+/// Checks a batch's positions: non-negative and strictly increasing (what a partition
+/// delivers); the error says which event breaks it.
+pub fn check_positions(units: &[Unit<'_>]) -> Result<(), String> {
     for (i, u) in units.iter().enumerate() {
         if u.position < 0 {
-            return Err(EventBatchError::Positions(format!(
+            return Err(format!(
                 "event {i} has sequence number {}; Event Hub sequence numbers are never negative",
                 u.position
-            )));
+            ));
         }
         if i > 0 && u.position <= units[i - 1].position {
-            return Err(EventBatchError::Positions(format!(
+            return Err(format!(
                 "event {i} has sequence number {} after {}; a partition's batch is strictly increasing",
                 u.position,
                 units[i - 1].position
-            )));
+            ));
         }
     }
     Ok(())
@@ -174,81 +138,6 @@ pub fn classify(
         c.redelivered = Some((*a, *b, below.len() as u64));
     }
     c
-}
-
-/// Ingests one batch of one partition (`partition` is its epoch-0 source id): checks it,
-/// picks the epoch, runs the pipeline, and commits every table and the batch's run row.
-/// Succeeds only when all have committed.
-pub async fn ingest_event_batch(
-    lake: &Lake,
-    partition: &SourceId,
-    units: &[Unit<'_>],
-    cfg: &PipelineConfig,
-) -> Result<EventBatchOutcome, EventBatchError> {
-    check_positions(units)?;
-    let started_at = chrono::Utc::now().timestamp_micros();
-    let runs = lake.ingest_runs()?;
-    let epoch = runs.txn_versions(&[&epoch_txn(partition)]).await?[0].unwrap_or(0);
-    let epoch = u32::try_from(epoch).unwrap_or(0);
-    let current = epoch_source(partition, epoch);
-    let state = runs
-        .txn_versions(&[current.as_str(), &enqueued_txn(&current)])
-        .await?;
-    let continuity = classify(units, epoch, state[0], state[1]);
-    let source = epoch_source(partition, continuity.epoch);
-    if let Some(w) = continuity.restarted_after {
-        tracing::warn!(
-            source = %partition, epoch = continuity.epoch, watermark = w,
-            first = units.first().map(|u| u.position), "Event Hub sequence restarted: new epoch"
-        );
-    }
-    if let Some((a, b)) = continuity.gap {
-        tracing::warn!(source = %source, from = a, to = b, events = b - a + 1, "Event Hub gap: sequence numbers never arrived");
-    }
-    if let Some((a, b, n)) = continuity.redelivered {
-        tracing::warn!(source = %source, from = a, to = b, events = n, watermark = continuity.watermark, "Event Hub redelivery: events at or below the watermark");
-    }
-
-    let (built, build_ms) = build_for(&source, units, cfg).map_err(PipelineError::from)?;
-    let stats = built.stats.clone();
-    let (Some(first), Some(last)) = (units.first(), units.last()) else {
-        let report = commit_built(lake, built, build_ms).await?;
-        return Ok(EventBatchOutcome {
-            source,
-            continuity,
-            report,
-        });
-    };
-    let mut extra = Vec::new();
-    if let Some(t) = units.iter().filter_map(|u| u.enqueued_at).max() {
-        extra.push((enqueued_txn(&source), t));
-    }
-    if continuity.restarted_after.is_some() {
-        extra.push((epoch_txn(partition), continuity.epoch as i64));
-    }
-    let t0 = Instant::now();
-    // The tables and the run row are committed side by side: the run row's watermark only
-    // feeds these checks, never a resume, so it need not wait for the tables.
-    let tables = commit_built(lake, built, build_ms);
-    let run_row = async {
-        let row = RunRow {
-            bytes: units.iter().map(|u| u.full_len as u64).sum(),
-            skipped: continuity.gap.map(|(a, b)| b - a + 1),
-            redelivered: continuity.redelivered.map(|(_, _, n)| n as i64),
-            note: continuity.note(),
-            ..RunRow::chunk(&source, first.position, last.position, &stats, started_at)
-        };
-        record_runs_with(lake, &[row], &extra).await
-    };
-    let (report, recorded) = tokio::join!(tables, run_row);
-    let mut report = report?;
-    recorded?;
-    report.commit_ms = t0.elapsed().as_millis() as u64;
-    Ok(EventBatchOutcome {
-        source,
-        continuity,
-        report,
-    })
 }
 
 #[cfg(test)]

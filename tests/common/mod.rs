@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use xdr_ingest::deltalake::arrow::array::{AsArray, RecordBatch};
 use xdr_ingest::deltalake::arrow::datatypes::Int64Type;
+use xdr_ingest::ingest::{FileOptions, FileOutcome, ingest_files};
 use xdr_ingest::pipeline::{BatchStats, PipelineConfig};
 use xdr_ingest::sink::inspect::{lake_info, read_table};
 use xdr_ingest::sink::{Lake, LakeSettings};
-use xdr_ingest::source::file::{FileOptions, FileOutcome, collect_inputs, ingest_files};
+use xdr_ingest::source::file::collect_inputs;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -38,7 +38,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use crate::sink::{Lake, SinkError, write_one_partition, writer_properties};
+use super::{Lake, SinkError, write_one_partition, writer_properties};
 
 /// Delta's own default `deletedFileRetentionDuration` (7 days): vacuum never removes a file
 /// younger than this unless told to with [`VacuumRetention::new`]'s `allow_unsafe`.
