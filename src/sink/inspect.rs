@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use deltalake::arrow::array::{AsArray, RecordBatch};
-use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::{StreamExt, TryStreamExt};
@@ -12,7 +11,7 @@ use serde::Serialize;
 
 use super::runs::INGEST_RUNS_TABLE;
 pub use super::runs::{SourceAnomalies, source_anomalies};
-use super::{Lake, SinkError, TableHandle};
+use super::{Lake, SinkError, TableHandle, delta_err, get_bytes};
 use crate::model::Category;
 use crate::registry::DEAD_LETTER_TABLE;
 
@@ -29,27 +28,6 @@ pub struct TableInfo {
     pub sources: BTreeMap<String, i64>,
     /// When the newest commit was made (ms since the epoch), if the log says.
     pub last_commit_ms: Option<i64>,
-}
-
-pub(super) fn delta_err(h: &TableHandle, e: deltalake::DeltaTableError) -> SinkError {
-    SinkError::Delta {
-        table: h.name().to_owned(),
-        source: Box::new(e),
-    }
-}
-
-pub(super) async fn get_bytes(
-    h: &TableHandle,
-    store: &dyn deltalake::ObjectStore,
-    path: &deltalake::Path,
-) -> Result<bytes::Bytes, SinkError> {
-    store
-        .get(path)
-        .await
-        .map_err(|e| delta_err(h, e.into()))?
-        .bytes()
-        .await
-        .map_err(|e| delta_err(h, e.into()))
 }
 
 /// Describes one table, or `None` if it does not exist yet.

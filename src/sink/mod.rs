@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::error::ArrowError;
+use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::{DeltaTableError, ObjectStore};
 use url::Url;
 
@@ -295,4 +296,27 @@ impl Lake {
             }),
         }
     }
+}
+
+/// A delta-rs error of table `h`.
+pub(crate) fn delta_err(h: &TableHandle, e: deltalake::DeltaTableError) -> SinkError {
+    SinkError::Delta {
+        table: h.name().to_owned(),
+        source: Box::new(e),
+    }
+}
+
+/// One object of a table, whole.
+pub(crate) async fn get_bytes(
+    h: &TableHandle,
+    store: &dyn deltalake::ObjectStore,
+    path: &deltalake::Path,
+) -> Result<bytes::Bytes, SinkError> {
+    store
+        .get(path)
+        .await
+        .map_err(|e| delta_err(h, e.into()))?
+        .bytes()
+        .await
+        .map_err(|e| delta_err(h, e.into()))
 }

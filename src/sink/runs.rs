@@ -19,8 +19,7 @@ use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
-use super::inspect::{delta_err, get_bytes};
-use super::{AppendOutcome, Lake, SinkError};
+use super::{AppendOutcome, Lake, SinkError, delta_err, get_bytes};
 use crate::model::SourceId;
 use crate::registry::{assemble, timestamp_type};
 
