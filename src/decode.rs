@@ -65,10 +65,40 @@ pub struct DeadRef<'a> {
     pub record_index: u32,
 }
 
+/// A record of a category the registry does not know whose name is a plausible table name:
+/// it goes to a table of its own, untyped (its `properties` kept as JSON), unless the
+/// pipeline's cap on new tables says otherwise.
+#[derive(Debug)]
+pub struct UntypedRef<'a> {
+    pub raw: &'a str,
+    /// The table: the category without `AdvancedHunting-`.
+    pub table: String,
+    /// The category as it arrived.
+    pub category: String,
+    pub tenant_id: Option<&'a RawValue>,
+    pub time: Option<&'a RawValue>,
+    pub properties: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub record_index: u32,
+}
+
 #[derive(Debug)]
 pub enum Decoded<'a> {
     Record(RecordRef<'a>),
+    Untyped(UntypedRef<'a>),
     Dead(DeadRef<'a>),
+}
+
+/// The table a category the registry does not know would get: the category without
+/// `AdvancedHunting-` (any case), if that is a plausible table name (a letter, then letters
+/// and digits, 2-64 characters). Anything else is not a table (a flood of garbage categories
+/// stays in the dead letters).
+pub fn untyped_table_name(category: &str) -> Option<String> {
+    const PREFIX: &str = "advancedhunting-";
+    let name = match category.get(..PREFIX.len()) {
+        Some(p) if p.eq_ignore_ascii_case(PREFIX) => &category[PREFIX.len()..],
+        _ => category,
+    };
+    crate::registry::valid_table_name(name).then(|| name.to_owned())
 }
 
 /// Visitor methods for the JSON scalars, each giving `$variant(kind)` (a container field that
@@ -407,15 +437,24 @@ fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Dec
             }
         },
     };
-    let Some(cat) = Category::from_wire(&category) else {
-        out(dead(
-            raw,
-            DeadLetterReason::UnknownCategory,
-            format!("category `{category}` is not in the schema registry"),
-            Some(category.into_owned()),
-            idx,
-        ));
-        return;
+    let cat = Category::from_wire(&category);
+    let untyped = match cat {
+        Some(_) => None,
+        None => match untyped_table_name(&category) {
+            Some(t) => Some(t),
+            None => {
+                out(dead(
+                    raw,
+                    DeadLetterReason::UnknownCategory,
+                    format!(
+                        "category `{category}` is not in the schema registry, nor a plausible name for a new table"
+                    ),
+                    Some(category.into_owned()),
+                    idx,
+                ));
+                return;
+            }
+        },
     };
     let properties = match env.properties {
         Some(Props::Object(pairs)) => pairs,
@@ -429,11 +468,26 @@ fn route<'a>(raw: &'a str, env: Envelope<'a>, idx: u32, out: &mut impl FnMut(Dec
                     }
                     _ => "no `properties` object".into(),
                 },
-                Some(cat.wire_name().to_owned()),
+                Some(match cat {
+                    Some(c) => c.wire_name().to_owned(),
+                    None => category.into_owned(),
+                }),
                 idx,
             ));
             return;
         }
+    };
+    let Some(cat) = cat else {
+        out(Decoded::Untyped(UntypedRef {
+            raw,
+            table: untyped.unwrap_or_default(),
+            category: category.into_owned(),
+            tenant_id: env.tenant_id,
+            time: env.time,
+            properties,
+            record_index: idx,
+        }));
+        return;
     };
     out(Decoded::Record(RecordRef {
         raw,
@@ -468,6 +522,7 @@ mod tests {
         decode_unit(&unit, 1 << 20, &mut |d| {
             got.push(match d {
                 Decoded::Record(r) => format!("ok:{}:{}", r.category, r.record_index),
+                Decoded::Untyped(u) => format!("new:{}:{}", u.table, u.record_index),
                 Decoded::Dead(d) => format!("dead:{}:{}", d.reason, d.record_index),
             })
         });
@@ -498,7 +553,15 @@ mod tests {
         );
         assert_eq!(
             run(r#"{"category":"AdvancedHunting-Nope","properties":{}}"#),
+            vec!["new:Nope:0"]
+        );
+        assert_eq!(
+            run(r#"{"category":"AdvancedHunting-no such/table","properties":{}}"#),
             vec!["dead:unknown_category:0"]
+        );
+        assert_eq!(
+            run(r#"{"category":"AdvancedHunting-Nope"}"#),
+            vec!["dead:missing_properties:0"]
         );
         assert_eq!(
             run(r#"{"category":"AdvancedHunting-DeviceInfo"}"#),

@@ -117,6 +117,10 @@ impl Corruption {
     }
 }
 
+/// The category the generator sends that the registry does not know (a real Defender table
+/// that does not stream): it lands in an untyped table of this name.
+pub const NEW_CATEGORY_TABLE: &str = "DeviceTvmSoftwareInventory";
+
 pub struct Generator {
     rng: SmallRng,
     opts: GenerateOptions,
@@ -471,9 +475,7 @@ impl Generator {
         }
         props.push('}');
         let category = match corruption {
-            Some(Corruption::UnknownCategory) => {
-                "AdvancedHunting-DeviceTvmSoftwareInventory".to_owned()
-            }
+            Some(Corruption::UnknownCategory) => format!("AdvancedHunting-{NEW_CATEGORY_TABLE}"),
             _ => cat.wire_name().to_owned(),
         };
         // Email tables send _TimeReceivedBySvc without the Z
@@ -537,6 +539,10 @@ impl Generator {
                 line.splice(at..at, [0xff, 0xfe]);
             }
             match corruption {
+                // a category the registry does not know, with a plausible name: its own table
+                Some(Corruption::UnknownCategory) => {
+                    *exp.typed_rows.entry(NEW_CATEGORY_TABLE.into()).or_default() += 1
+                }
                 Some(c) => *exp.dead_letters.entry(c.reason().into()).or_default() += 1,
                 None => *exp.typed_rows.entry(cat.table_name().into()).or_default() += 1,
             }
@@ -596,6 +602,7 @@ impl Generator {
                 }
                 body.push_str(&self.record(cat, corruption));
                 body_exp.push(match corruption {
+                    Some(Corruption::UnknownCategory) => (NEW_CATEGORY_TABLE.into(), true),
                     Some(c) => (c.reason().into(), false),
                     None => (cat.table_name().into(), true),
                 });

@@ -19,6 +19,10 @@ pub const SWEEP_HOURS: RangeInclusive<u64> = 1..=168;
 /// `--vacuum-retention-hours` / `XDR_VACUUM_RETENTION_HOURS`: up to a year. Values below
 /// [`crate::sink::maintain::SAFE_VACUUM_RETENTION_HOURS`] need an explicit opt-in on top.
 pub const VACUUM_RETENTION_HOURS: RangeInclusive<u64> = 0..=8760;
+/// `--max-new-tables` / `XDR_MAX_NEW_TABLES`: new untyped tables one batch may create.
+pub const MAX_NEW_TABLES: RangeInclusive<u64> = 0..=1000;
+/// `--max-untyped-tables` / `XDR_MAX_UNTYPED_TABLES`: untyped tables a lake may have.
+pub const MAX_UNTYPED_TABLES: RangeInclusive<u64> = 0..=10_000;
 /// `XDR_SWEEP_MAX_CATCH_UP_HOURS`: hours one sweep lists at most when it catches up.
 pub const SWEEP_MAX_CATCH_UP_HOURS: RangeInclusive<u64> = 1..=24 * 90;
 /// `XDR_BLOB_TIME_BUDGET_SECONDS`: how long one BlobIngest invocation reads before it hands

@@ -15,7 +15,7 @@ use crate::model::{Category, DeadLetterReason, SourceId};
 use crate::quality::{RuleCount, Rules};
 use crate::registry::meta;
 use crate::sink::{CommitReport, Lake, SinkError};
-use crate::typed::{BuildContext, DeadLetterBuilder, TableBatchBuilder};
+use crate::typed::{BuildContext, DeadLetterBuilder, TableBatchBuilder, UntypedBatchBuilder};
 
 /// Default size limit of one record (or one line).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
@@ -30,12 +30,22 @@ pub enum PipelineError {
     Arrow(#[from] ArrowError),
 }
 
+/// Default cap on new (untyped) tables one batch may create.
+pub const DEFAULT_MAX_NEW_TABLES_PER_BATCH: usize = 10;
+/// Default cap on untyped tables in a lake.
+pub const DEFAULT_MAX_UNTYPED_TABLES: usize = 100;
+
 /// Settings of the decode/build/rules stages.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub rules: Rules,
     pub max_record_bytes: usize,
     pub retention_days: i32,
+    /// Categories the registry does not know get untyped tables of their own, at most this
+    /// many new ones per batch (0: they stay dead letters, `unknown_category`)...
+    pub max_new_tables_per_batch: usize,
+    /// ...and at most this many untyped tables in the lake.
+    pub max_untyped_tables: usize,
 }
 
 impl Default for PipelineConfig {
@@ -44,7 +54,24 @@ impl Default for PipelineConfig {
             rules: Rules::defaults(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             retention_days: DEFAULT_RETENTION_DAYS,
+            max_new_tables_per_batch: DEFAULT_MAX_NEW_TABLES_PER_BATCH,
+            max_untyped_tables: DEFAULT_MAX_UNTYPED_TABLES,
         }
+    }
+}
+
+/// The untyped tables a lake already has, and how many more it may get (see
+/// [`PipelineConfig::max_untyped_tables`]).
+#[derive(Clone, Debug, Default)]
+pub struct UntypedTables {
+    pub existing: std::collections::HashSet<String>,
+}
+
+impl UntypedTables {
+    /// New tables one batch may create now.
+    pub fn room(&self, cfg: &PipelineConfig) -> usize {
+        cfg.max_new_tables_per_batch
+            .min(cfg.max_untyped_tables.saturating_sub(self.existing.len()))
     }
 }
 
@@ -56,8 +83,11 @@ pub struct BatchStats {
     /// Records found in them.
     pub records: u64,
     pub bytes: u64,
-    /// Typed rows per table (after the rules).
+    /// Typed rows per table (after the rules), untyped tables' rows included.
     pub typed_rows: BTreeMap<String, u64>,
+    /// The untyped tables among them (categories the registry does not know).
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub untyped_tables: std::collections::BTreeSet<String>,
     /// Dead letters per reason.
     pub dead_letters: BTreeMap<String, u64>,
     /// Values kept in `_rescued`, per table.
@@ -97,6 +127,7 @@ impl BatchStats {
         for (k, v) in &o.rescued_values {
             *self.rescued_values.entry(k.clone()).or_default() += v;
         }
+        self.untyped_tables.extend(o.untyped_tables.iter().cloned());
         for (k, v) in &o.rules {
             let e = self.rules.entry(k.clone()).or_insert_with(|| RuleCount {
                 action: v.action.clone(),
@@ -122,16 +153,32 @@ impl From<&BatchStats> for crate::sink::runs::RunCounts {
 /// The batches built from one set of units, ready to commit.
 pub struct Built {
     pub typed: Vec<(Category, RecordBatch)>,
+    /// Rows of categories the registry does not know, per untyped table.
+    pub untyped: Vec<(String, RecordBatch)>,
     pub dead: RecordBatch,
     pub stats: BatchStats,
 }
 
 /// Decodes, routes, builds and checks `units` (all of one source). Pure CPU work, no I/O.
+/// Untyped tables beyond what `ctx` allows stay dead letters.
 pub fn build(
     units: &[Unit<'_>],
     cfg: &PipelineConfig,
     ctx: &BuildContext,
 ) -> Result<Built, ArrowError> {
+    build_with(units, cfg, ctx, &UntypedTables::default())
+}
+
+/// [`build`], knowing the lake's untyped tables (for the caps on new ones).
+pub fn build_with(
+    units: &[Unit<'_>],
+    cfg: &PipelineConfig,
+    ctx: &BuildContext,
+    untyped_tables: &UntypedTables,
+) -> Result<Built, ArrowError> {
+    let room = untyped_tables.room(cfg);
+    let mut untyped: BTreeMap<String, UntypedBatchBuilder> = BTreeMap::new();
+    let mut new_tables = 0usize;
     let mut stats = BatchStats::default();
     let mut builders: Vec<Option<TableBatchBuilder<'_>>> =
         (0..Category::all().count()).map(|_| None).collect();
@@ -144,6 +191,49 @@ pub fn build(
                 let b = builders[rec.category.index()]
                     .get_or_insert_with(|| TableBatchBuilder::new(rec.category, 256));
                 b.push(&rec, unit, ctx);
+            }
+            Decoded::Untyped(u) => {
+                let known =
+                    untyped_tables.existing.contains(&u.table) || untyped.contains_key(&u.table);
+                if !known && new_tables >= room {
+                    dead.push(
+                        u.raw,
+                        DeadLetterReason::UnknownCategory,
+                        &format!(
+                            "category `{}` is not in the schema registry, and no new table may be made for it now (at most {} new per batch, {} untyped tables in a lake)",
+                            u.category, cfg.max_new_tables_per_batch, cfg.max_untyped_tables
+                        ),
+                        Some(&u.category),
+                        unit.position,
+                        u.record_index,
+                        ctx,
+                    );
+                    *dead_counts
+                        .entry(DeadLetterReason::UnknownCategory)
+                        .or_default() += 1;
+                    return;
+                }
+                if !known {
+                    new_tables += 1;
+                }
+                let b = untyped
+                    .entry(u.table.clone())
+                    .or_insert_with(|| UntypedBatchBuilder::new(&u.table));
+                if !b.push(&u, unit, ctx) {
+                    dead.push(
+                        u.raw,
+                        DeadLetterReason::RuleFailed,
+                        &format!(
+                            "new category `{}`: no usable Timestamp in properties",
+                            u.category
+                        ),
+                        Some(&u.category),
+                        unit.position,
+                        u.record_index,
+                        ctx,
+                    );
+                    *dead_counts.entry(DeadLetterReason::RuleFailed).or_default() += 1;
+                }
             }
             Decoded::Dead(d) => {
                 dead.push_ref(&d, unit, ctx);
@@ -211,6 +301,25 @@ pub fn build(
             .insert(cat.table_name().to_owned(), outcome.kept.num_rows() as u64);
         typed.push((cat, outcome.kept));
     }
+    let mut untyped_out = Vec::new();
+    for (name, b) in untyped {
+        let rows = b.finish()?;
+        let n = rows.batch.num_rows() as u64;
+        if n == 0 {
+            continue;
+        }
+        if let Some(ts) = rows
+            .batch
+            .column_by_name(crate::registry::untyped::TIMESTAMP)
+            .map(|c| c.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>())
+            .and_then(deltalake::arrow::compute::max)
+        {
+            stats.max_event_time = stats.max_event_time.max(Some(ts));
+        }
+        stats.typed_rows.insert(name.clone(), n);
+        stats.untyped_tables.insert(name.clone());
+        untyped_out.push((name, rows.batch));
+    }
     stats.dead_letters = dead_counts
         .into_iter()
         .map(|(r, n)| (r.as_str().to_owned(), n))
@@ -218,6 +327,7 @@ pub fn build(
     debug_assert!(stats.conserved(), "{stats:?}");
     Ok(Built {
         typed,
+        untyped: untyped_out,
         dead: dead.finish()?,
         stats,
     })
@@ -240,7 +350,8 @@ pub async fn ingest_units(
     units: &[Unit<'_>],
     cfg: &PipelineConfig,
 ) -> Result<BatchReport, PipelineError> {
-    let (built, build_ms) = build_for(source, units, cfg)?;
+    let untyped = lake.untyped_tables().await?;
+    let (built, build_ms) = build_for(source, units, cfg, &untyped)?;
     commit_built(lake, built, build_ms).await
 }
 
@@ -249,10 +360,11 @@ pub fn build_for(
     source: &SourceId,
     units: &[Unit<'_>],
     cfg: &PipelineConfig,
+    untyped: &UntypedTables,
 ) -> Result<(Built, u64), ArrowError> {
     let ctx = BuildContext::now(source.as_str(), cfg.retention_days);
     let t0 = Instant::now();
-    let built = build(units, cfg, &ctx)?;
+    let built = build_with(units, cfg, &ctx, untyped)?;
     Ok((built, t0.elapsed().as_millis() as u64))
 }
 
@@ -263,7 +375,9 @@ pub async fn commit_built(
     build_ms: u64,
 ) -> Result<BatchReport, PipelineError> {
     let t1 = Instant::now();
-    let commit = lake.commit(built.typed, Some(built.dead)).await?;
+    let commit = lake
+        .commit(built.typed, built.untyped, Some(built.dead))
+        .await?;
     Ok(BatchReport {
         stats: built.stats,
         commit,

@@ -18,7 +18,7 @@ type FastMap<V> = HashMap<String, V, foldhash::fast::FixedState>;
 const TABLES_JSON: &str = include_str!("../registry/tables.json");
 
 /// A Kusto column type as documented on the advanced-hunting schema pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KustoType {
     String,
@@ -52,7 +52,7 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ColumnDef {
     pub name: String,
     #[serde(rename = "type")]
@@ -129,6 +129,28 @@ pub fn meta_fields() -> Vec<Field> {
     ]
 }
 
+/// The columns of a table of a category the registry does not know (besides [`meta`]'s).
+pub mod untyped {
+    /// The event time, when `properties.Timestamp` is one (it sets `_date`).
+    pub const TIMESTAMP: &str = "Timestamp";
+    /// The record's `properties`, as compact JSON.
+    pub const PROPERTIES: &str = "properties";
+}
+
+/// Schema of an untyped table: `Timestamp`, `properties` (JSON text), then the metadata columns.
+pub fn untyped_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        let mut fields = vec![
+            Field::new(untyped::TIMESTAMP, timestamp_type(), true),
+            Field::new(untyped::PROPERTIES, DataType::Utf8, false),
+        ];
+        fields.extend(meta_fields());
+        Arc::new(Schema::new(fields))
+    })
+    .clone()
+}
+
 /// Name of the dead-letter Delta table.
 pub const DEAD_LETTER_TABLE: &str = "_dead_letters";
 
@@ -194,16 +216,81 @@ struct Doc {
     tables: Vec<TableDef>,
 }
 
+/// A schema overlay (`--schema FILE`, `XDR_SCHEMA_FILE`): columns to add to registry tables,
+/// and tables the registry does not have, in the registry document's own shape.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlayDoc {
+    tables: Vec<OverlayTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlayTable {
+    name: String,
+    /// Default: `AdvancedHunting-<name>`.
+    #[serde(default)]
+    category: Option<String>,
+    /// Default: `insights-logs-advancedhunting-<name, lower case>`.
+    #[serde(default)]
+    container: Option<String>,
+    columns: Vec<OverlayColumn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlayColumn {
+    name: String,
+    #[serde(rename = "type")]
+    ty: KustoType,
+}
+
+/// Why a schema overlay cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read the schema overlay {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the schema overlay is not valid: {0}")]
+    Parse(String),
+    #[error(
+        "the schema overlay changes {table}.{column} from {from:?} to {to:?}: refused, a type change would break readers of the existing table (add a new column instead)"
+    )]
+    TypeChange {
+        table: String,
+        column: String,
+        from: KustoType,
+        to: KustoType,
+    },
+    #[error("the schema overlay came too late: the registry is already in use")]
+    TooLate,
+}
+
+/// A plausible Defender table name: a letter, then letters and digits, up to 64 characters.
+pub fn valid_table_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (2..=64).contains(&b.len())
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(|c| c.is_ascii_alphanumeric())
+}
+
 impl Registry {
-    fn load() -> Registry {
+    fn embedded() -> Vec<TableDef> {
         // The document is part of the binary; a malformed one is a build defect, caught by
         // the unit tests below, not an input error.
         let doc: Doc = serde_json::from_str(TABLES_JSON).expect("embedded registry/tables.json");
-        let mut tables = doc.tables;
+        doc.tables
+    }
+
+    fn from_tables(mut tables: Vec<TableDef>) -> Registry {
         let mut by_category = FastMap::default();
         let mut by_name = FastMap::default();
         for (i, t) in tables.iter_mut().enumerate() {
             t.index = i;
+            t.exact.clear();
+            t.folded.clear();
             let mut fields = Vec::with_capacity(t.columns.len() + 9);
             for (ci, c) in t.columns.iter().enumerate() {
                 t.exact.insert(c.name.clone(), ci);
@@ -224,6 +311,82 @@ impl Registry {
         }
     }
 
+    /// The embedded registry with `overlay` (a JSON document) applied: new columns are
+    /// appended to their table, new tables added; a column whose type differs from the
+    /// registry's is refused.
+    pub fn with_overlay(overlay: &str) -> Result<Registry, RegistryError> {
+        let doc: OverlayDoc =
+            serde_json::from_str(overlay).map_err(|e| RegistryError::Parse(e.to_string()))?;
+        let mut tables = Self::embedded();
+        for ot in doc.tables {
+            if !valid_table_name(&ot.name) {
+                return Err(RegistryError::Parse(format!(
+                    "table name `{}`: letters and digits, starting with a letter",
+                    ot.name
+                )));
+            }
+            let pos = tables
+                .iter()
+                .position(|t| t.name.eq_ignore_ascii_case(&ot.name));
+            let t = match pos {
+                Some(i) => &mut tables[i],
+                None => {
+                    tables.push(TableDef {
+                        name: ot.name.clone(),
+                        category: ot
+                            .category
+                            .clone()
+                            .unwrap_or_else(|| format!("AdvancedHunting-{}", ot.name)),
+                        container: ot.container.clone().unwrap_or_else(|| {
+                            format!(
+                                "insights-logs-advancedhunting-{}",
+                                ot.name.to_ascii_lowercase()
+                            )
+                        }),
+                        columns: Vec::new(),
+                        index: 0,
+                        exact: FastMap::default(),
+                        folded: FastMap::default(),
+                        schema: None,
+                    });
+                    tables.last_mut().expect("just pushed")
+                }
+            };
+            for c in ot.columns {
+                if meta_fields()
+                    .iter()
+                    .any(|f| f.name().eq_ignore_ascii_case(&c.name))
+                {
+                    return Err(RegistryError::Parse(format!(
+                        "{}.{} collides with a metadata column",
+                        t.name, c.name
+                    )));
+                }
+                match t
+                    .columns
+                    .iter()
+                    .find(|x| x.name.eq_ignore_ascii_case(&c.name))
+                {
+                    Some(existing) if existing.ty == c.ty => {}
+                    Some(existing) => {
+                        return Err(RegistryError::TypeChange {
+                            table: t.name.clone(),
+                            column: existing.name.clone(),
+                            from: existing.ty,
+                            to: c.ty,
+                        });
+                    }
+                    None => t.columns.push(ColumnDef {
+                        name: c.name,
+                        ty: c.ty,
+                        observed: false,
+                    }),
+                }
+            }
+        }
+        Ok(Self::from_tables(tables))
+    }
+
     pub fn tables(&self) -> &[TableDef] {
         &self.tables
     }
@@ -242,10 +405,29 @@ impl Registry {
     }
 }
 
-/// The process-wide registry, parsed once on first use.
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// The process-wide registry: the embedded one, or the one [`install_overlay`] made.
 pub fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(Registry::load)
+    REGISTRY.get_or_init(|| Registry::from_tables(Registry::embedded()))
+}
+
+/// Installs a schema overlay file for the whole process. It must come before anything uses
+/// the registry (the CLI and the handler do it while they check their settings).
+/// Installing the same file again is a no-op.
+pub fn install_overlay(path: &std::path::Path) -> Result<(), RegistryError> {
+    static INSTALLED: OnceLock<std::path::PathBuf> = OnceLock::new();
+    if INSTALLED.get().is_some_and(|p| p == path) {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let r = Registry::with_overlay(&text)?;
+    REGISTRY.set(r).map_err(|_| RegistryError::TooLate)?;
+    let _ = INSTALLED.set(path.to_path_buf());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -276,6 +458,42 @@ mod tests {
         }
         let total: usize = r.tables().iter().map(|t| t.columns.len()).sum();
         assert!(total >= 856, "{total}");
+    }
+
+    #[test]
+    fn overlays_add_columns_and_tables_and_refuse_type_changes() {
+        let r = Registry::with_overlay(
+            r#"{"tables":[
+                {"name":"DeviceInfo","columns":[{"name":"NewColumn","type":"string"},{"name":"osbuild","type":"long"}]},
+                {"name":"CloudAuditEvents","columns":[{"name":"Timestamp","type":"datetime"},{"name":"OperationName","type":"string"}]}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.tables().len(), 27);
+        let d = r.by_table_name("DeviceInfo").unwrap();
+        assert_eq!(d.columns.last().unwrap().name, "NewColumn");
+        assert!(d.arrow_schema().field_with_name("NewColumn").is_ok());
+        let c = r.by_category("AdvancedHunting-CloudAuditEvents").unwrap();
+        assert_eq!(
+            c.container,
+            "insights-logs-advancedhunting-cloudauditevents"
+        );
+        assert_eq!(c.index, 26);
+        let e = Registry::with_overlay(
+            r#"{"tables":[{"name":"DeviceInfo","columns":[{"name":"OSBuild","type":"string"}]}]}"#,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("OSBuild") && e.contains("refused"), "{e}");
+        assert!(Registry::with_overlay(r#"{"tables":[{"name":"x y","columns":[]}]}"#).is_err());
+        assert!(
+            Registry::with_overlay(
+                r#"{"tables":[{"name":"T1","columns":[{"name":"_raw","type":"string"}]}]}"#
+            )
+            .is_err()
+        );
+        assert!(Registry::with_overlay("nope").is_err());
     }
 
     #[test]

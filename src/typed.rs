@@ -12,10 +12,12 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::error::ArrowError;
 use serde_json::value::RawValue;
 
-use crate::decode::{DeadRef, RecordRef, Unit};
+use crate::decode::{DeadRef, RecordRef, Unit, UntypedRef};
 use crate::json;
 use crate::model::{Category, DeadLetterReason};
-use crate::registry::{KustoType, TableDef, assemble, dead, dead_letter_schema, meta};
+use crate::registry::{
+    KustoType, TableDef, assemble, dead, dead_letter_schema, meta, untyped, untyped_schema,
+};
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -480,6 +482,119 @@ impl<'a> TableBatchBuilder<'a> {
     }
 }
 
+/// The rows of one untyped table (a category the registry does not know) built from one batch.
+pub struct UntypedRows {
+    pub table: String,
+    pub batch: RecordBatch,
+}
+
+/// Builds the batch of one untyped table: `Timestamp` from `properties.Timestamp`, the
+/// properties as compact JSON, the metadata columns. A record without a usable `Timestamp`
+/// is not added (the caller dead-letters it, as it does for typed tables).
+pub struct UntypedBatchBuilder {
+    table: String,
+    ts: TimestampMicrosecondBuilder,
+    properties: StringBuilder,
+    raw: StringBuilder,
+    tenant: StringBuilder,
+    time: TimestampMicrosecondBuilder,
+    source: StringBuilder,
+    position: Int64Builder,
+    enqueued: TimestampMicrosecondBuilder,
+    ingested: TimestampMicrosecondBuilder,
+    rescued: StringBuilder,
+    date: Date32Builder,
+    buf: String,
+}
+
+impl UntypedBatchBuilder {
+    pub fn new(table: &str) -> Self {
+        UntypedBatchBuilder {
+            table: table.to_owned(),
+            ts: ts_builder(16),
+            properties: StringBuilder::new(),
+            raw: StringBuilder::new(),
+            tenant: StringBuilder::new(),
+            time: ts_builder(16),
+            source: StringBuilder::new(),
+            position: Int64Builder::new(),
+            enqueued: ts_builder(16),
+            ingested: ts_builder(16),
+            rescued: StringBuilder::new(),
+            date: Date32Builder::new(),
+            buf: String::new(),
+        }
+    }
+
+    /// Adds a record; false (nothing added) when it has no usable `Timestamp`.
+    pub fn push(&mut self, rec: &UntypedRef<'_>, unit: &Unit<'_>, ctx: &BuildContext) -> bool {
+        let ts = rec
+            .properties
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Timestamp"))
+            .and_then(|(_, v)| json::as_str(v.get()))
+            .and_then(|s| json::parse_timestamp_micros(&s));
+        let Some(ts) = ts else {
+            return false;
+        };
+        self.buf.clear();
+        self.buf.push('{');
+        for (n, (k, v)) in rec.properties.iter().enumerate() {
+            if n > 0 {
+                self.buf.push(',');
+            }
+            json::write_str_token(k, &mut self.buf);
+            self.buf.push(':');
+            json::write_compact(v.get(), &mut self.buf);
+        }
+        self.buf.push('}');
+        self.ts.append_value(ts);
+        self.properties.append_value(&self.buf);
+        self.raw.append_value(rec.raw);
+        match rec.tenant_id.map(|t| t.get()) {
+            None | Some("null") => self.tenant.append_null(),
+            Some(t) => match json::as_str(t) {
+                Some(s) => self.tenant.append_value(s),
+                None => self.tenant.append_value(t),
+            },
+        }
+        self.time.append_option(
+            rec.time
+                .and_then(|t| json::as_str(t.get()))
+                .and_then(|s| json::parse_timestamp_micros(&s)),
+        );
+        self.source.append_value(&ctx.source);
+        self.position.append_value(unit.position);
+        self.enqueued.append_option(unit.enqueued_at);
+        self.ingested.append_value(ctx.ingested_at);
+        self.rescued.append_null();
+        self.date.append_value(ctx.date_of(Some(ts)));
+        true
+    }
+
+    pub fn finish(mut self) -> Result<UntypedRows, ArrowError> {
+        Ok(UntypedRows {
+            batch: assemble(
+                &untyped_schema(),
+                vec![
+                    (untyped::TIMESTAMP, Arc::new(self.ts.finish()) as ArrayRef),
+                    (untyped::PROPERTIES, Arc::new(self.properties.finish())),
+                    (meta::RAW, Arc::new(self.raw.finish())),
+                    (meta::TENANT_ID, Arc::new(self.tenant.finish())),
+                    (meta::TIME, Arc::new(self.time.finish())),
+                    (meta::SOURCE, Arc::new(self.source.finish())),
+                    (meta::POSITION, Arc::new(self.position.finish())),
+                    (meta::ENQUEUED_AT, Arc::new(self.enqueued.finish())),
+                    (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
+                    (meta::RESCUED, Arc::new(self.rescued.finish())),
+                    (meta::DATE, Arc::new(self.date.finish())),
+                ],
+            )?,
+            table: self.table,
+        })
+    }
+}
+
 fn rescue_into(buf: &mut String, key: &str, raw: &str) {
     buf.push(if buf.is_empty() { '{' } else { ',' });
     json::write_str_token(key, buf);
@@ -590,6 +705,7 @@ mod tests {
         decode_unit(&unit, 1 << 20, &mut |d| match d {
             Decoded::Record(r) => recs.push(r),
             Decoded::Dead(d) => panic!("dead: {d:?}"),
+            Decoded::Untyped(u) => panic!("untyped: {u:?}"),
         });
         let mut b = TableBatchBuilder::new(recs[0].category, 4);
         for r in &recs {

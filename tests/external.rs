@@ -136,7 +136,16 @@ async fn duckdb_reads_every_table_we_wrote() {
     let duck: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let infos = lake_info(&lake).await.unwrap();
-    assert_eq!(infos.len(), 28, "26 typed tables, dead letters, runs");
+    assert_eq!(
+        infos.len(),
+        29,
+        "26 typed tables, the generator's new category (untyped), dead letters, runs"
+    );
+    assert!(
+        infos
+            .iter()
+            .any(|i| i.untyped && i.name == "DeviceTvmSoftwareInventory")
+    );
     for info in &infos {
         let d = &duck[&info.name];
         assert_eq!(

@@ -10,7 +10,8 @@ use anyhow::Context;
 
 use super::render::{self, summarize};
 use super::{
-    DoctorArgs, GenerateArgs, IngestArgs, MaintainArgs, ServeArgs, SizeMix, TablesArgs, UsageError,
+    DoctorArgs, DriftArgs, GenerateArgs, IngestArgs, MaintainArgs, ServeArgs, SizeMix, TablesArgs,
+    UsageError,
 };
 use crate::generate::{self, GenerateOptions};
 use crate::ingest::{FileOptions, ingest_files};
@@ -29,6 +30,8 @@ pub(super) async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         rules,
         max_record_bytes: a.max_record_bytes as usize,
         retention_days: a.retention_days as i32,
+        max_new_tables_per_batch: a.max_new_tables as usize,
+        max_untyped_tables: a.max_untyped_tables as usize,
     };
     let opts = FileOptions {
         chunk_bytes: a.chunk_bytes as usize,
@@ -229,4 +232,15 @@ pub(super) async fn maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {
     } else {
         0
     }))
+}
+
+pub(super) async fn drift(a: DriftArgs) -> anyhow::Result<ExitCode> {
+    let lake = a.lake.open(true, false)?;
+    let report = crate::sink::inspect::drift(&lake, a.since).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render::drift(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,11 @@ use crate::sink::{Lake, LakeSettings};
     about = "Microsoft Defender XDR logs into Delta Lake, exactly once"
 )]
 struct Cli {
+    /// Schema overlay (JSON): columns to add to Defender tables, and tables to add, in the
+    /// shape of registry/tables.json. Columns are added to existing Delta tables on their next
+    /// commit; a changed column type is refused.
+    #[arg(long, global = true, env = "XDR_SCHEMA_FILE")]
+    schema: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -42,10 +47,25 @@ enum Command {
     Serve(ServeArgs),
     /// Compact small files, checkpoint, clean up logs and vacuum every table.
     Maintain(MaintainArgs),
+    /// What arrives that the schema does not hold, per table: keys with no column and values
+    /// that did not fit their column's type (from `_rescued`), with counts and first/last seen.
+    Drift(DriftArgs),
     /// Check a deployment: every setting (from the environment, as the handler reads them),
     /// the managed identity, the lake, the export containers and the work queue. Exit code 0
     /// only when every check passes.
     Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DriftArgs {
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Only rows of `_date` partitions on or after this date (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub(crate) since: Option<chrono::NaiveDate>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -134,6 +154,15 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES as u64,
           allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::CHUNK_BYTES))]
     pub(crate) chunk_bytes: u64,
+    /// New tables (categories the registry does not know) one batch may create; 0 keeps such
+    /// records in the dead letters.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_MAX_NEW_TABLES_PER_BATCH as u64,
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::MAX_NEW_TABLES))]
+    pub(crate) max_new_tables: u64,
+    /// Untyped tables the lake may have in all.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_MAX_UNTYPED_TABLES as u64,
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::MAX_UNTYPED_TABLES))]
+    pub(crate) max_untyped_tables: u64,
     /// Days before today within which an event's Timestamp picks its `_date` partition.
     #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS as u64,
           allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::RETENTION_DAYS))]
@@ -204,6 +233,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.cmd, Command::Serve(_)));
     install_panic_hook();
+    if let Some(p) = &cli.schema
+        && let Err(e) = crate::registry::install_overlay(p)
+    {
+        eprintln!("xdr-ingest: error: --schema: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,6 +257,7 @@ pub fn main() -> ExitCode {
             Command::Serve(a) => commands::serve(a).await,
             Command::Maintain(a) => commands::maintain(a).await,
             Command::Doctor(a) => commands::doctor(a).await,
+            Command::Drift(a) => commands::drift(a).await,
         }
     });
     match result {
@@ -245,5 +281,6 @@ fn is_usage_error(e: &anyhow::Error) -> bool {
             || c.is::<crate::limits::InvalidSetting>()
             || c.is::<crate::quality::RulesError>()
             || c.is::<crate::handler::settings::SettingsError>()
+            || c.is::<crate::registry::RegistryError>()
     })
 }

@@ -11,7 +11,7 @@ use crate::generate::Manifest;
 use crate::ingest::IngestRun;
 use crate::pipeline::BatchStats;
 use crate::sink::Lake;
-use crate::sink::inspect::{SourceAnomalies, TableInfo};
+use crate::sink::inspect::{SourceAnomalies, TableDrift, TableInfo};
 use crate::sink::maintain::TableMaintenance;
 
 /// What `ingest --json` prints.
@@ -31,6 +31,9 @@ pub struct IngestSummary {
     pub rescued_by_table: BTreeMap<String, u64>,
     pub dead_letters_by_reason: BTreeMap<String, u64>,
     pub rules: BTreeMap<String, crate::quality::RuleCount>,
+    /// Tables of categories the registry does not know (untyped).
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub untyped_tables: std::collections::BTreeSet<String>,
     pub notes: Vec<String>,
 }
 
@@ -86,6 +89,7 @@ pub fn summarize(lake: &Lake, run: &IngestRun, seconds: f64) -> IngestSummary {
         rescued_by_table: stats.rescued_values.clone(),
         dead_letters_by_reason: stats.dead_letters.clone(),
         rules: stats.rules.clone(),
+        untyped_tables: stats.untyped_tables.clone(),
         notes,
     }
 }
@@ -111,7 +115,12 @@ pub fn ingest_summary(s: &IngestSummary) -> String {
     let _ = writeln!(o, "{:<28} {:>12} {:>10}", "table", "rows", "rescued");
     for (t, n) in &s.tables {
         let r = s.rescued_by_table.get(t).copied().unwrap_or(0);
-        let _ = writeln!(o, "{:<28} {:>12} {:>10}", t, thousands(*n), thousands(r));
+        let name = if s.untyped_tables.contains(t) {
+            format!("{t} (untyped)")
+        } else {
+            t.clone()
+        };
+        let _ = writeln!(o, "{:<28} {:>12} {:>10}", name, thousands(*n), thousands(r));
     }
     let _ = writeln!(
         o,
@@ -179,10 +188,15 @@ pub fn tables(
     );
     for i in infos {
         let dead: u64 = i.by_reason.values().sum();
+        let name = if i.untyped {
+            format!("{} (untyped)", i.name)
+        } else {
+            i.name.clone()
+        };
         let _ = writeln!(
             o,
             "{:<26} {:>7} {:>11} {:>6} {:>11} {:>7}  {}",
-            i.name,
+            name,
             i.version,
             thousands(i.rows),
             i.files,
@@ -318,6 +332,47 @@ pub fn maintenance(done: &[TableMaintenance]) -> String {
         o,
         "{} tables checkpointed; {added} files written for {removed} compacted; {vacuumed} files vacuumed; {logs} log files removed; {failed} failed",
         done.iter().filter(|m| m.checkpoint).count()
+    );
+    o
+}
+
+/// What `drift` found, a block per table.
+pub fn drift(report: &[TableDrift]) -> String {
+    let mut o = String::new();
+    if report.is_empty() {
+        let _ = writeln!(
+            o,
+            "no drift: every key has a column and every value fit its type"
+        );
+        return o;
+    }
+    for t in report {
+        let _ = writeln!(
+            o,
+            "{} ({} rows with _rescued)",
+            t.table,
+            thousands(t.rows_with_rescued)
+        );
+        for i in &t.items {
+            let what = match &i.column_type {
+                Some(ty) => format!("values not {ty}"),
+                None => "no column".into(),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<32} {:<18} {:>9}  {} .. {}  e.g. {}",
+                i.key,
+                what,
+                thousands(i.count),
+                &i.first_seen.get(..19).unwrap_or(&i.first_seen),
+                &i.last_seen.get(..19).unwrap_or(&i.last_seen),
+                i.example
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "(a column can be added with a schema overlay: --schema FILE, see docs/data-contract.md)"
     );
     o
 }

@@ -42,6 +42,8 @@ pub enum SettingsError {
     Invalid(#[from] InvalidSetting),
     #[error("XDR_RULES_FILE: {0}")]
     Rules(#[from] crate::quality::RulesError),
+    #[error("XDR_SCHEMA_FILE: {0}")]
+    Schema(#[from] crate::registry::RegistryError),
 }
 
 #[derive(Clone, Debug)]
@@ -171,6 +173,10 @@ impl HandlerSettings {
             None => Ok(default),
             Some(v) => limits::parse_in(k, &v, range),
         };
+        // the schema overlay first: the rules and everything after depend on the registry
+        if let Some(p) = var("XDR_SCHEMA_FILE") {
+            crate::registry::install_overlay(std::path::Path::new(p.trim()))?;
+        }
         let rules = match var("XDR_RULES_FILE") {
             Some(p) => Rules::from_file(std::path::Path::new(&p))?,
             None => Rules::defaults(),
@@ -331,6 +337,16 @@ impl HandlerSettings {
                     &limits::RETENTION_DAYS,
                     DEFAULT_RETENTION_DAYS as u64,
                 )? as i32,
+                max_new_tables_per_batch: num(
+                    "XDR_MAX_NEW_TABLES",
+                    &limits::MAX_NEW_TABLES,
+                    crate::pipeline::DEFAULT_MAX_NEW_TABLES_PER_BATCH as u64,
+                )? as usize,
+                max_untyped_tables: num(
+                    "XDR_MAX_UNTYPED_TABLES",
+                    &limits::MAX_UNTYPED_TABLES,
+                    crate::pipeline::DEFAULT_MAX_UNTYPED_TABLES as u64,
+                )? as usize,
             },
             eventhub_data_type: match var("XDR_EVENTHUB_DATA_TYPE") {
                 None => EventDataType::default(),

@@ -79,7 +79,9 @@ pub async fn ingest_event_batch(
         tracing::warn!(source = %source, from = a, to = b, events = n, watermark = continuity.watermark, "Event Hub redelivery: events at or below the watermark");
     }
 
-    let (built, build_ms) = build_for(&source, units, cfg).map_err(PipelineError::from)?;
+    let untyped = lake.untyped_tables().await?;
+    let (built, build_ms) =
+        build_for(&source, units, cfg, &untyped).map_err(PipelineError::from)?;
     let stats = built.stats.clone();
     let (Some(first), Some(last)) = (units.first(), units.last()) else {
         let report = commit_built(lake, built, build_ms).await?;

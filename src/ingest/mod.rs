@@ -16,8 +16,8 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::concat_batches;
 
 use crate::model::{Category, SourceId, SourcePosition};
-use crate::pipeline::{BatchStats, PipelineConfig, PipelineError, build_for};
-use crate::registry::dead_letter_schema;
+use crate::pipeline::{BatchStats, PipelineConfig, PipelineError, UntypedTables, build_for};
+use crate::registry::{dead_letter_schema, untyped_schema};
 use crate::sink::Lake;
 use crate::sink::runs::{RunRow, record_runs, resume_offset};
 use crate::source::blob::{BlobError, BlobReader, BlobRef, BlobStores};
@@ -125,6 +125,7 @@ struct Pending {
     /// (outcome index, source, chunk start, end, stats, started at, annotation)
     runs: Vec<(usize, SourceId, i64, i64, BatchStats, i64, Annotation)>,
     typed: BTreeMap<Category, Vec<RecordBatch>>,
+    untyped: BTreeMap<String, Vec<RecordBatch>>,
     dead: Vec<RecordBatch>,
     bytes: usize,
 }
@@ -141,6 +142,8 @@ pub struct Driver<'a> {
     pub written: u64,
     pub already_present: u64,
     flushes: usize,
+    /// The lake's untyped tables (for the caps on new ones), kept current as we create them.
+    untyped_tables: Option<UntypedTables>,
 }
 
 impl<'a> Driver<'a> {
@@ -154,6 +157,7 @@ impl<'a> Driver<'a> {
             written: 0,
             already_present: 0,
             flushes: 0,
+            untyped_tables: None,
         }
     }
 
@@ -167,6 +171,9 @@ impl<'a> Driver<'a> {
         start: Option<i64>,
         final_tail: bool,
     ) -> Result<Option<Plan>, IngestError> {
+        if self.untyped_tables.is_none() {
+            self.untyped_tables = Some(self.lake.untyped_tables().await?);
+        }
         let watermark = resume_offset(self.lake, source).await?;
         let start = start.unwrap_or(watermark);
         let mut a = Annotation::default();
@@ -277,12 +284,18 @@ impl<'a> Driver<'a> {
         annotation: &mut Option<Annotation>,
     ) -> Result<bool, IngestError> {
         let started_at = chrono::Utc::now().timestamp_micros();
+        let mut known = self.untyped_tables.clone().unwrap_or_default();
+        // tables made by chunks not committed yet count as existing for the caps
+        known.existing.extend(self.pending.untyped.keys().cloned());
         let (built, _) =
-            build_for(source, &chunk.units(), self.cfg).map_err(PipelineError::from)?;
+            build_for(source, &chunk.units(), self.cfg, &known).map_err(PipelineError::from)?;
         for (cat, b) in built.typed {
             if b.num_rows() > 0 {
                 self.pending.typed.entry(cat).or_default().push(b);
             }
+        }
+        for (name, b) in built.untyped {
+            self.pending.untyped.entry(name).or_default().push(b);
         }
         self.pending.dead.push(built.dead);
         self.pending.bytes += chunk.bytes() as usize;
@@ -314,9 +327,16 @@ impl<'a> Driver<'a> {
                 .map_err(|e| IngestError::Pipeline(PipelineError::Arrow(e)))?;
             typed.push((cat, batch));
         }
+        let mut untyped = Vec::new();
+        for (name, batches) in pending.untyped {
+            let batch = concat_batches(&untyped_schema(), &batches)
+                .map_err(|e| IngestError::Pipeline(PipelineError::Arrow(e)))?;
+            untyped.push((name, batch));
+        }
         let dead = concat_batches(&dead_letter_schema(), &pending.dead)
             .map_err(|e| IngestError::Pipeline(PipelineError::Arrow(e)))?;
-        let report = self.lake.commit(typed, Some(dead)).await?;
+        let report = self.lake.commit(typed, untyped, Some(dead)).await?;
+        self.untyped_tables = Some(self.lake.untyped_tables().await?);
         self.written += report.written();
         self.already_present += report.already_present();
         let single_source = pending.runs.len() == 1;

@@ -1,9 +1,10 @@
-//! Read-side views of the lake for `xdr-ingest tables` and tests: each table's version, row
-//! count, dead letters by reason, and the txn watermark of each source.
+//! Read-side views of the lake for `xdr-ingest tables`, `xdr-ingest drift` and tests: each
+//! table's version, row count, dead letters by reason, and the txn watermark of each source;
+//! what arrives that the schema does not hold (keys in `_rescued`, values that did not fit).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deltalake::arrow::array::{AsArray, RecordBatch};
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::{StreamExt, TryStreamExt};
@@ -28,6 +29,9 @@ pub struct TableInfo {
     pub sources: BTreeMap<String, i64>,
     /// When the newest commit was made (ms since the epoch), if the log says.
     pub last_commit_ms: Option<i64>,
+    /// A table of a category the registry does not know (its `properties` kept as JSON).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub untyped: bool,
 }
 
 /// Describes one table, or `None` if it does not exist yet.
@@ -117,6 +121,9 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
         by_reason,
         sources,
         last_commit_ms,
+        untyped: h.name() != DEAD_LETTER_TABLE
+            && h.name() != INGEST_RUNS_TABLE
+            && Category::from_table_name(h.name()).is_none(),
     }))
 }
 
@@ -126,6 +133,11 @@ pub async fn lake_info(lake: &Lake) -> Result<Vec<TableInfo>, SinkError> {
     let mut handles = Vec::new();
     for c in Category::all() {
         handles.push(lake.typed(c)?);
+    }
+    let mut untyped: Vec<String> = lake.untyped_tables().await?.existing.into_iter().collect();
+    untyped.sort();
+    for name in untyped {
+        handles.push(lake.untyped(&name)?);
     }
     handles.push(lake.dead_letters()?);
     handles.push(lake.ingest_runs()?);
@@ -162,4 +174,163 @@ pub async fn read_table(h: &TableHandle) -> Result<Option<Vec<RecordBatch>>, Sin
         }
     }
     Ok(Some(out))
+}
+
+/// Reads `columns` of a table (those it has), from files of `_date` partitions on or after
+/// `since` (all files without it). `None` if the table does not exist.
+pub async fn read_columns(
+    h: &TableHandle,
+    columns: &[&str],
+    since: Option<chrono::NaiveDate>,
+) -> Result<Option<Vec<RecordBatch>>, SinkError> {
+    let Some(table) = h.load_existing().await? else {
+        return Ok(None);
+    };
+    let files: Vec<_> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await
+        .map_err(|e| delta_err(h, e))?;
+    let store = table.object_store();
+    let mut out = Vec::new();
+    for f in files {
+        if let Some(since) = since {
+            let date = f
+                .partition_values_map()
+                .get(crate::registry::meta::DATE)
+                .cloned()
+                .flatten()
+                .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
+            if date.is_some_and(|d| d < since) {
+                continue;
+            }
+        }
+        let path = deltalake::Path::from_url_path(f.path().as_ref())
+            .map_err(|e| delta_err(h, deltalake::DeltaTableError::Generic(e.to_string())))?;
+        let bytes = get_bytes(h, store.as_ref(), &path).await?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| delta_err(h, e.into()))?;
+        let idx: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| delta_err(h, e.into()))?;
+        for batch in reader {
+            out.push(batch.map_err(|e| delta_err(h, e.into()))?);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// One key that arrives but has no column, or one column whose values did not fit its type.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DriftItem {
+    /// `unknown_key` (no column) or `not_coercible` (the column's type did not take it).
+    pub kind: &'static str,
+    pub key: String,
+    /// The column's type, for `not_coercible`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column_type: Option<String>,
+    pub count: u64,
+    /// When the first and last such row was ingested (RFC 3339).
+    pub first_seen: String,
+    pub last_seen: String,
+    /// One value as it arrived (cut at 200 characters).
+    pub example: String,
+}
+
+/// The drift of one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableDrift {
+    pub table: String,
+    pub rows_with_rescued: u64,
+    pub items: Vec<DriftItem>,
+}
+
+/// Per typed table, the keys that arrive but are not columns and the values that failed
+/// coercion, from `_rescued`, most frequent first; tables without any are left out.
+pub async fn drift(
+    lake: &Lake,
+    since: Option<chrono::NaiveDate>,
+) -> Result<Vec<TableDrift>, SinkError> {
+    use crate::registry::meta;
+    let mut out = Vec::new();
+    for cat in Category::all() {
+        let h = lake.typed(cat)?;
+        let Some(batches) = read_columns(&h, &[meta::RESCUED, meta::INGESTED_AT], since).await?
+        else {
+            continue;
+        };
+        let table = cat.table();
+        let mut items: BTreeMap<(String, &'static str), DriftItem> = BTreeMap::new();
+        let mut rows = 0u64;
+        for b in &batches {
+            let (Some(rescued), Some(at)) = (
+                b.column_by_name(meta::RESCUED),
+                b.column_by_name(meta::INGESTED_AT),
+            ) else {
+                continue;
+            };
+            let rescued = rescued.as_string::<i32>();
+            let at = at.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                if rescued.is_null(i) {
+                    continue;
+                }
+                let Ok(serde_json::Value::Object(map)) =
+                    serde_json::from_str::<serde_json::Value>(rescued.value(i))
+                else {
+                    continue;
+                };
+                rows += 1;
+                let when = chrono::DateTime::from_timestamp_micros(at.value(i))
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                for (k, v) in map {
+                    let (kind, column_type) = match table.column_index(&k) {
+                        Some(ci) => (
+                            "not_coercible",
+                            Some(format!("{:?}", table.columns[ci].ty).to_lowercase()),
+                        ),
+                        None => ("unknown_key", None),
+                    };
+                    let e = items.entry((k.clone(), kind)).or_insert_with(|| DriftItem {
+                        kind,
+                        key: k.clone(),
+                        column_type,
+                        count: 0,
+                        first_seen: when.clone(),
+                        last_seen: when.clone(),
+                        example: v.to_string().chars().take(200).collect(),
+                    });
+                    e.count += 1;
+                    if when < e.first_seen {
+                        e.first_seen = when.clone();
+                    }
+                    if when > e.last_seen {
+                        e.last_seen = when.clone();
+                    }
+                }
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let mut items: Vec<DriftItem> = items.into_values().collect();
+        items.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+        out.push(TableDrift {
+            table: table.name.clone(),
+            rows_with_rescued: rows,
+            items,
+        });
+    }
+    Ok(out)
 }

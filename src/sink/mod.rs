@@ -19,7 +19,7 @@ pub(crate) use table::write_one_partition;
 pub use table::{AppendOutcome, TableHandle, writer_properties};
 
 use crate::model::Category;
-use crate::registry::{DEAD_LETTER_TABLE, dead_letter_schema, meta};
+use crate::registry::{DEAD_LETTER_TABLE, dead_letter_schema, meta, untyped_schema};
 use runs::INGEST_RUNS_TABLE;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +128,9 @@ pub struct Lake {
     root: Url,
     settings: Arc<LakeSettings>,
     tables: Mutex<HashMap<String, Arc<TableHandle>>>,
+    /// The untyped tables (categories the registry does not know), listed once from the
+    /// lake's top level, then kept current as this process creates them.
+    untyped: tokio::sync::Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 /// What committing one built batch did, per table.
@@ -177,6 +180,7 @@ impl Lake {
             root,
             settings: Arc::new(settings),
             tables: Mutex::new(HashMap::new()),
+            untyped: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -230,6 +234,13 @@ impl Lake {
     }
 
     /// Handle of a table by name (typed, `_dead_letters` or `_ingest_runs`).
+    /// The table of a category the registry does not know.
+    pub fn untyped(&self, name: &str) -> Result<Arc<TableHandle>, SinkError> {
+        self.handle(name, untyped_schema, Some(meta::DATE))
+    }
+
+    /// Handle of a table by name (typed, untyped, `_dead_letters` or `_ingest_runs`); an
+    /// untyped table only if the name is a plausible one.
     pub fn table_by_name(&self, name: &str) -> Result<Option<Arc<TableHandle>>, SinkError> {
         if name == DEAD_LETTER_TABLE {
             return self.dead_letters().map(Some);
@@ -239,8 +250,69 @@ impl Lake {
         }
         match Category::from_table_name(name) {
             Some(c) => self.typed(c).map(Some),
+            None if crate::registry::valid_table_name(name) => self.untyped(name).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The lake's untyped tables: folders at its top level that are not registry tables (nor
+    /// `_dead_letters`, `_ingest_runs`) and hold a Delta log. Listed once per process.
+    pub async fn untyped_tables(&self) -> Result<crate::pipeline::UntypedTables, SinkError> {
+        let mut cache = self.untyped.lock().await;
+        if cache.is_none() {
+            *cache = Some(self.list_untyped().await?);
+        }
+        Ok(crate::pipeline::UntypedTables {
+            existing: cache.clone().unwrap_or_default(),
+        })
+    }
+
+    async fn list_untyped(&self) -> Result<std::collections::HashSet<String>, SinkError> {
+        let err = |e: deltalake::ObjectStoreError| SinkError::Location {
+            location: self.root.to_string(),
+            msg: e.to_string(),
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, Option<deltalake::Path>) =
+            match &self.settings.store {
+                Some(s) => (
+                    s.clone(),
+                    Some(deltalake::Path::from(self.root.path().trim_matches('/'))),
+                ),
+                None => {
+                    let logstore = deltalake::DeltaTableBuilder::from_url(self.root.clone())
+                        .and_then(|b| {
+                            b.with_storage_options(self.settings.storage_options.clone())
+                                .build_storage()
+                        })
+                        .map_err(|e| SinkError::Location {
+                            location: self.root.to_string(),
+                            msg: e.to_string(),
+                        })?;
+                    (logstore.object_store(None), None)
+                }
+            };
+        let top = match store.list_with_delimiter(prefix.as_ref()).await {
+            Ok(t) => t,
+            Err(e) if crate::azure::is_container_not_found(&e) => return Ok(Default::default()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut out = std::collections::HashSet::new();
+        for p in top.common_prefixes {
+            let Some(name) = p.filename() else { continue };
+            if Category::from_table_name(name).is_some() || !crate::registry::valid_table_name(name)
+            {
+                continue;
+            }
+            let log = p.clone().join("_delta_log");
+            let has_log = store
+                .list_with_delimiter(Some(&log))
+                .await
+                .is_ok_and(|l| !l.objects.is_empty());
+            if has_log {
+                out.insert(name.to_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// Commits every table's rows of one batch, in parallel, each exactly once per source
@@ -250,12 +322,25 @@ impl Lake {
     pub async fn commit(
         &self,
         typed: Vec<(Category, RecordBatch)>,
+        untyped: Vec<(String, RecordBatch)>,
         dead: Option<RecordBatch>,
     ) -> Result<CommitReport, SinkError> {
         let mut jobs = Vec::new();
         for (cat, batch) in typed {
             if batch.num_rows() > 0 {
                 jobs.push((self.typed(cat)?, batch));
+            }
+        }
+        if !untyped.is_empty() {
+            // the new tables count against the cap from now on
+            let mut cache = self.untyped.lock().await;
+            if let Some(set) = cache.as_mut() {
+                set.extend(untyped.iter().map(|(n, _)| n.clone()));
+            }
+        }
+        for (name, batch) in untyped {
+            if batch.num_rows() > 0 {
+                jobs.push((self.untyped(&name)?, batch));
             }
         }
         if let Some(d) = dead

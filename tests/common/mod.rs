@@ -133,3 +133,20 @@ pub fn non_meta(m: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
         .map(|(k, v)| (k.clone(), *v))
         .collect()
 }
+
+/// The Python with DuckDB and its delta extension that `scripts/test.sh` installs in `.venv`
+/// (or `$XDR_PYTHON`); `None` with a note when it is not there.
+pub fn duckdb_python() -> Option<PathBuf> {
+    let py = std::env::var_os("XDR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    if py.exists() {
+        Some(py)
+    } else {
+        eprintln!(
+            "note: {} is missing (scripts/test.sh installs it): DuckDB check skipped",
+            py.display()
+        );
+        None
+    }
+}

@@ -1,0 +1,213 @@
+//! The data contract when Defender changes under us: categories the registry does not know
+//! get tables of their own (bounded, garbage stays a dead letter), drift is reported, a schema
+//! overlay promotes a column and the Delta table's schema evolves (read back by DuckDB), a type
+//! change is refused.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use xdr_ingest::decode::Unit;
+use xdr_ingest::deltalake::arrow::array::AsArray;
+use xdr_ingest::model::SourceId;
+use xdr_ingest::pipeline::{PipelineConfig, ingest_units};
+use xdr_ingest::sink::inspect::lake_info;
+
+fn rec(category: &str, name: &str) -> String {
+    format!(
+        r#"{{"time":"2026-11-29T10:00:00Z","tenantId":"t","category":"{category}","properties":{{"Timestamp":"2026-11-29T09:59:00Z","DeviceName":"{name}","ActionType":"x","Extra":{{"a":[1,2]}}}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_categories_get_untyped_tables_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = local_lake(dir.path());
+    let src = SourceId::event_hub("ns", "hub", "0");
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            let cat = [
+                "AdvancedHunting-CloudAuditEvents",
+                "AdvancedHunting-BehaviorAnomalies",
+            ][i % 2];
+            rec(cat, &format!("n{i}"))
+        })
+        .collect();
+    let units: Vec<Unit> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+        .collect();
+    let cfg = PipelineConfig::default();
+    let r = ingest_units(&lake, &src, &units, &cfg).await.unwrap();
+    assert!(r.stats.conserved());
+    assert_eq!(r.stats.typed_rows["CloudAuditEvents"], 3);
+    assert!(r.stats.untyped_tables.contains("BehaviorAnomalies"));
+    // a redelivery adds nothing (a txn per source, as for every table)
+    let again = ingest_units(&lake, &src, &units[2..], &cfg).await.unwrap();
+    assert_eq!(again.commit.written(), 0);
+    let fresh = local_lake(dir.path());
+    let infos = lake_info(&fresh).await.unwrap();
+    let t = infos.iter().find(|i| i.name == "CloudAuditEvents").unwrap();
+    assert!(t.untyped);
+    assert_eq!(t.rows, 3);
+    // the envelope and metadata columns, the properties as JSON, the raw record
+    let b = &read(&fresh, "CloudAuditEvents").await[0];
+    let props = b.column_by_name("properties").unwrap().as_string::<i32>();
+    let v: serde_json::Value = serde_json::from_str(props.value(0)).unwrap();
+    assert_eq!(v["Extra"]["a"][1], 2);
+    assert!(
+        b.column_by_name("_raw")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .contains("CloudAuditEvents")
+    );
+    // (`_date` is the partition: in the log, not in the files)
+    assert!(b.column_by_name("Timestamp").is_some());
+    assert_no_duplicates(&fresh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_garbage_categories_does_not_make_thousands_of_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = local_lake(dir.path());
+    let cfg = PipelineConfig {
+        max_new_tables_per_batch: 3,
+        max_untyped_tables: 5,
+        ..PipelineConfig::default()
+    };
+    let mut total_records = 0u64;
+    for batch in 0..4 {
+        // 300 plausible new names and 300 that are not names at all, per batch
+        let lines: Vec<String> = (0..600)
+            .map(|i| {
+                if i % 2 == 0 {
+                    rec(&format!("AdvancedHunting-Flood{batch}x{i}"), "f")
+                } else {
+                    rec(&format!("AdvancedHunting-bad name {i}/.."), "f")
+                }
+            })
+            .collect();
+        let units: Vec<Unit> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+            .collect();
+        let src = SourceId::custom(format!("flood://{batch}"));
+        let r = ingest_units(&lake, &src, &units, &cfg).await.unwrap();
+        assert!(r.stats.conserved());
+        total_records += r.stats.records;
+    }
+    let infos = lake_info(&local_lake(dir.path())).await.unwrap();
+    let untyped = infos.iter().filter(|i| i.untyped).count();
+    assert_eq!(untyped, 5, "the lake-wide cap");
+    let rows = lake_rows(&lake).await;
+    let dead = rows["_dead_letters"];
+    assert_eq!(dead + non_meta(&rows).values().sum::<u64>(), total_records);
+    assert_eq!(
+        dead_by_reason(&lake).await["unknown_category"],
+        total_records - 5
+    );
+}
+
+fn xdr(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xdr-ingest"))
+        .args(args)
+        .env_remove("XDR_SCHEMA_FILE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn drift_then_a_promoted_column_evolves_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d1");
+    std::fs::create_dir_all(&data).unwrap();
+    let line = |name: &str, extra: &str| {
+        format!(
+            r#"{{"category":"AdvancedHunting-DeviceInfo","properties":{{"Timestamp":"2026-11-29T10:00:00Z","DeviceId":"d","DeviceName":"{name}","SensorTier":"{extra}","OSBuild":"not-a-number"}}}}"#
+        ) + "\n"
+    };
+    std::fs::write(
+        data.join("a.json"),
+        line("a", "gold") + &line("b", "silver"),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let lake_s = lake.to_str().unwrap();
+    assert!(
+        xdr(&["ingest", "--lake", lake_s, data.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    // drift: the key with no column, the value that did not fit, with counts
+    let o = xdr(&["drift", "--lake", lake_s, "--json"]);
+    assert!(o.status.success());
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let items = d[0]["items"].as_array().unwrap();
+    let find = |k: &str| items.iter().find(|i| i["key"] == k).unwrap().clone();
+    assert_eq!(find("SensorTier")["kind"], "unknown_key");
+    assert_eq!(find("SensorTier")["count"], 2);
+    assert_eq!(find("OSBuild")["kind"], "not_coercible");
+    assert_eq!(find("OSBuild")["column_type"], "long");
+
+    // promote it with an overlay: the next commit evolves the table
+    let overlay = dir.path().join("overlay.json");
+    std::fs::write(
+        &overlay,
+        r#"{"tables":[{"name":"DeviceInfo","columns":[{"name":"SensorTier","type":"string"}]}]}"#,
+    )
+    .unwrap();
+    let data2 = dir.path().join("d2");
+    std::fs::create_dir_all(&data2).unwrap();
+    std::fs::write(data2.join("b.json"), line("c", "bronze")).unwrap();
+    let o = xdr(&[
+        "--schema",
+        overlay.to_str().unwrap(),
+        "ingest",
+        "--lake",
+        lake_s,
+        data2.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // an independent reader sees the new column; the old rows read it as null
+    if let Some(py) = duckdb_python() {
+        let out = Command::new(py)
+            .arg("-c")
+            .arg(format!(
+                "import sys; sys.path.insert(0, {:?}); from duckdb_check import connect; con = connect(); \
+                 print(con.sql(\"select DeviceName, SensorTier from delta_scan('{}') order by 1\").fetchall())",
+                repo().join("scripts").display().to_string(),
+                lake.join("DeviceInfo").display()
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.trim(),
+            "[('a', None), ('b', None), ('c', 'bronze')]",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // a type change is refused, before anything is touched
+    std::fs::write(
+        &overlay,
+        r#"{"tables":[{"name":"DeviceInfo","columns":[{"name":"OSBuild","type":"string"}]}]}"#,
+    )
+    .unwrap();
+    let o = xdr(&[
+        "--schema",
+        overlay.to_str().unwrap(),
+        "ingest",
+        "--lake",
+        lake_s,
+        data2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused"));
+}
