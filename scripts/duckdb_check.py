@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Reads every Delta table of a lake with DuckDB's delta extension (an independent reader) and
-prints, as JSON, per table: row count, non-null Timestamp count, distinct _date values, and
+"""Reads every Delta table of a lake (untyped ones under _untyped/ too) with DuckDB's delta
+extension (an independent reader) and prints, as JSON, per table: row count, non-null Timestamp count, distinct _date values, and
 for _dead_letters the count per reason. Offline: the extension comes from the
 duckdb-ext-delta wheel, nothing is downloaded.
 
@@ -33,8 +33,12 @@ def main():
     lake = sys.argv[1]
     con = connect()
     out = {}
-    for name in sorted(os.listdir(lake)):
-        path = os.path.join(lake, name)
+    # typed tables at the top, untyped ones (new categories) under _untyped/
+    tables = [(n, os.path.join(lake, n)) for n in sorted(os.listdir(lake))]
+    untyped = os.path.join(lake, "_untyped")
+    if os.path.isdir(untyped):
+        tables += [(n, os.path.join(untyped, n)) for n in sorted(os.listdir(untyped))]
+    for name, path in tables:
         if not os.path.isdir(os.path.join(path, "_delta_log")):
             continue
         scan = f"delta_scan('{path}')"

@@ -211,3 +211,161 @@ fn drift_then_a_promoted_column_evolves_the_table() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("refused"));
 }
+
+#[path = "common/failing_store.rs"]
+mod failing_store;
+
+/// Dead letters that a rule too strict for the data rejected: 3 tables, 30 records.
+fn strict_rules() -> xdr_ingest::quality::Rules {
+    xdr_ingest::quality::Rules::parse(
+        "[[rule]]\nname='strict'\ntables=['Device*']\ncolumn='DeviceId'\ncheck='not_null'\naction='reject'\n",
+    )
+    .unwrap()
+}
+
+async fn landed_names(lake: &xdr_ingest::sink::Lake) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in [
+        "DeviceProcessEvents",
+        "DeviceFileEvents",
+        "DeviceNetworkEvents",
+    ] {
+        for b in read(lake, t).await {
+            out.extend(
+                b.column_by_name("DeviceName")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_lands_fixed_dead_letters_once_even_across_crashes() {
+    use failing_store::{FailMode, FailingStore};
+    use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
+    use xdr_ingest::ingest::redrive::{RedriveFilter, redrive};
+    use xdr_ingest::sink::{Lake, LakeSettings};
+
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            let t = [
+                "DeviceProcessEvents",
+                "DeviceFileEvents",
+                "DeviceNetworkEvents",
+            ][i % 3];
+            rec(&format!("AdvancedHunting-{t}"), &format!("r{i:02}"))
+        })
+        .collect();
+    let units: Vec<Unit> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+        .collect();
+    let strict = PipelineConfig {
+        rules: strict_rules(),
+        ..PipelineConfig::default()
+    };
+    let relaxed = PipelineConfig::default();
+    for (k, mode) in (1..=6)
+        .flat_map(|k| [(k, FailMode::Before), (k, FailMode::After)])
+        .chain([(0, FailMode::Before)])
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = local_lake(dir.path());
+        let src = SourceId::event_hub("ns", "hub", "1");
+        ingest_units(&lake, &src, &units, &strict).await.unwrap();
+        assert_eq!(dead_by_reason(&lake).await["rule_failed"], 30);
+        assert!(landed_names(&lake).await.is_empty());
+        if k > 0 {
+            // a redrive that crashes at its k-th commit (before it lands, or after)
+            let store = std::sync::Arc::new(FailingStore::new(
+                std::sync::Arc::new(LocalFileSystem::new()),
+                k,
+                mode,
+            ));
+            let failing = Lake::open(
+                dir.path().to_str().unwrap(),
+                LakeSettings {
+                    store: Some(store),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let _ = redrive(&failing, &relaxed, RedriveFilter::default(), None).await;
+        }
+        // a new process redrives (resuming the crashed run, if there was one)
+        let fresh = local_lake(dir.path());
+        let o = redrive(&fresh, &relaxed, RedriveFilter::default(), None)
+            .await
+            .unwrap();
+        assert!(o.finished, "k={k} {mode:?}: {o:?}");
+        // and again: nothing left to land
+        let again = redrive(&fresh, &relaxed, RedriveFilter::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(again.landed.values().sum::<u64>(), 0, "k={k} {mode:?}");
+        let names = landed_names(&fresh).await;
+        let want: Vec<String> = (0..30).map(|i| format!("r{i:02}")).collect();
+        assert_eq!(names, want, "k={k} {mode:?}: every record exactly once");
+        // the dead letters stay an audit trail; lineage is the original
+        assert_eq!(dead_by_reason(&fresh).await["rule_failed"], 30);
+        let keys = row_keys(&fresh, "DeviceFileEvents").await;
+        assert!(keys.iter().all(|(s, _, _)| s == src.as_str()), "{keys:?}");
+        assert_no_duplicates(&fresh).await;
+    }
+}
+
+#[test]
+fn a_new_category_is_typed_by_redrive_once_the_registry_knows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines: String = (0..5)
+        .map(|i| rec("AdvancedHunting-CloudAuditEvents", &format!("c{i}")) + "\n")
+        .collect();
+    std::fs::write(data.join("a.json"), lines).unwrap();
+    let lake = dir.path().join("lake");
+    let lake_s = lake.to_str().unwrap();
+    assert!(
+        xdr(&["ingest", "--lake", lake_s, data.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let o = xdr(&["tables", "--lake", lake_s, "--json"]);
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tables = t["tables"].as_array().unwrap();
+    assert!(
+        tables
+            .iter()
+            .any(|x| x["name"] == "CloudAuditEvents" && x["untyped"] == true)
+    );
+
+    let overlay = dir.path().join("overlay.json");
+    std::fs::write(
+        &overlay,
+        r#"{"tables":[{"name":"CloudAuditEvents","columns":[{"name":"Timestamp","type":"datetime"},{"name":"DeviceName","type":"string"},{"name":"ActionType","type":"string"}]}]}"#,
+    )
+    .unwrap();
+    let ov = overlay.to_str().unwrap();
+    for round in 0..2 {
+        let o = xdr(&["--schema", ov, "redrive", "--lake", lake_s, "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let landed = r["landed"]["CloudAuditEvents"].as_u64().unwrap_or(0);
+        assert_eq!(landed, if round == 0 { 5 } else { 0 }, "{r}");
+    }
+    let o = xdr(&["--schema", ov, "tables", "--lake", lake_s, "--json"]);
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tables = t["tables"].as_array().unwrap();
+    let typed = tables
+        .iter()
+        .find(|x| x["name"] == "CloudAuditEvents" && x.get("untyped").is_none())
+        .expect("the typed table");
+    assert_eq!(typed["rows"], 5);
+}

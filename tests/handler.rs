@@ -707,3 +707,47 @@ async fn resolved_commit_conflicts_are_not_logged_as_errors() {
     assert_eq!(typed_total(dir.path()).await, 120);
     assert_no_duplicates(&local_lake(dir.path())).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_is_reachable_through_replay_and_the_work_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    // dead letters a strict rules file made
+    let rules = dir.path().join("strict.toml");
+    std::fs::write(&rules, "[[rule]]\nname='strict'\ntables=['Device*']\ncolumn='DeviceId'\ncheck='not_null'\naction='reject'\n").unwrap();
+    let mut strict = settings(dir.path());
+    strict.pipeline.rules = xdr_ingest::quality::Rules::from_file(&rules).unwrap();
+    let base = start_server(strict).await;
+    let evs = events(10);
+    assert_eq!(
+        post(&base, "EventHubIngest", &eventhub_request("2", &evs))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(typed_total(dir.path()).await, 0);
+    // the rules are fixed (a handler with the default rules), and a redrive is asked for
+    let base = start_server(settings(dir.path())).await;
+    let req = json!({"Data": {"req": {"Url": "https://app/api/replay", "Method": "POST", "Query": {}, "Headers": {},
+        "Body": json!({"redrive": {"reason": "rule_failed"}}).to_string()}}, "Metadata": {}});
+    let (status, resp) = post(&base, "Replay", &req).await;
+    assert_eq!(status, 200);
+    assert_eq!(resp["Outputs"]["res"]["statusCode"], 202, "{resp}");
+    let work = resp["Outputs"]["outwork"][0].clone();
+    assert_eq!(work["redrive"]["reason"], "rule_failed");
+    let msg = json!({"Data": {"work": serde_json::to_string(&work.to_string()).unwrap()}, "Metadata": {}});
+    let (status, resp) = post(&base, "BlobIngest", &msg).await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp["Logs"][0].as_str().unwrap().contains("20 landed"),
+        "{resp}"
+    );
+    assert_eq!(typed_total(dir.path()).await, 20);
+    // the same message again (a queue redelivery): nothing twice
+    assert_eq!(post(&base, "BlobIngest", &msg).await.0, 200);
+    assert_eq!(typed_total(dir.path()).await, 20);
+    // a bad reason is refused
+    let bad = json!({"Data": {"req": {"Url": "https://app/api/replay", "Method": "POST", "Query": {}, "Headers": {},
+        "Body": json!({"redrive": {"reason": "nonsense"}}).to_string()}}, "Metadata": {}});
+    let (_, resp) = post(&base, "Replay", &bad).await;
+    assert_eq!(resp["Outputs"]["res"]["statusCode"], 400, "{resp}");
+}

@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use super::render::{self, summarize};
 use super::{
-    DoctorArgs, DriftArgs, GenerateArgs, IngestArgs, MaintainArgs, ServeArgs, SizeMix, TablesArgs,
-    UsageError,
+    DoctorArgs, DriftArgs, GenerateArgs, IngestArgs, MaintainArgs, RedriveArgs, ServeArgs, SizeMix,
+    TablesArgs, UsageError,
 };
 use crate::generate::{self, GenerateOptions};
 use crate::ingest::{FileOptions, ingest_files};
@@ -241,6 +241,41 @@ pub(super) async fn drift(a: DriftArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render::drift(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn redrive(a: RedriveArgs) -> anyhow::Result<ExitCode> {
+    if let Some(r) = &a.reason
+        && crate::model::DeadLetterReason::parse(r).is_none()
+    {
+        return Err(UsageError(format!(
+            "--reason {r}: not a dead-letter reason ({})",
+            crate::model::DeadLetterReason::ALL
+                .map(|r| r.as_str())
+                .join(", ")
+        ))
+        .into());
+    }
+    let rules = match &a.rules {
+        Some(p) => Rules::from_file(p)?,
+        None => Rules::defaults(),
+    };
+    let cfg = PipelineConfig {
+        rules,
+        ..PipelineConfig::default()
+    };
+    let lake = a.lake.open(true, false)?;
+    let filter = crate::ingest::redrive::RedriveFilter {
+        reason: a.reason,
+        table: a.table,
+        since: a.since,
+    };
+    let out = crate::ingest::redrive::redrive(&lake, &cfg, filter, None).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", render::redrive(&out));
     }
     Ok(ExitCode::SUCCESS)
 }

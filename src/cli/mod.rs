@@ -47,6 +47,10 @@ enum Command {
     Serve(ServeArgs),
     /// Compact small files, checkpoint, clean up logs and vacuum every table.
     Maintain(MaintainArgs),
+    /// Re-process dead letters (and rows of untyped tables whose category the registry now
+    /// knows) with today's registry, schema overlay and rules: what passes lands in its table,
+    /// exactly once; what still fails stays a dead letter; `_redrives` records each.
+    Redrive(RedriveArgs),
     /// What arrives that the schema does not hold, per table: keys with no column and values
     /// that did not fit their column's type (from `_rescued`), with counts and first/last seen.
     Drift(DriftArgs),
@@ -54,6 +58,27 @@ enum Command {
     /// the managed identity, the lake, the export containers and the work queue. Exit code 0
     /// only when every check passes.
     Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct RedriveArgs {
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Only dead letters with this reason (unknown_category, rule_failed, invalid_json, ...).
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// Only records of this table (a dead letter's category, or an untyped table).
+    #[arg(long)]
+    pub(crate) table: Option<String>,
+    /// Only records of `_date` partitions on or after this date (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub(crate) since: Option<chrono::NaiveDate>,
+    /// Data-quality rules file (TOML); the defaults of config/rules.toml otherwise.
+    #[arg(long, env = "XDR_RULES_FILE")]
+    pub(crate) rules: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -258,6 +283,7 @@ pub fn main() -> ExitCode {
             Command::Maintain(a) => commands::maintain(a).await,
             Command::Doctor(a) => commands::doctor(a).await,
             Command::Drift(a) => commands::drift(a).await,
+            Command::Redrive(a) => commands::redrive(a).await,
         }
     });
     match result {

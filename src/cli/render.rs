@@ -376,3 +376,39 @@ pub fn drift(report: &[TableDrift]) -> String {
     );
     o
 }
+
+/// What a redrive did.
+pub fn redrive(o: &crate::ingest::redrive::RedriveOutcome) -> String {
+    let mut s = String::new();
+    let landed: u64 = o.landed.values().sum();
+    let failing: u64 = o.still_failing.values().sum();
+    let _ = writeln!(
+        s,
+        "redrive run {}{}: {} records taken, {} landed, {} still failing{}",
+        o.run,
+        if o.resumed {
+            " (resumed, with its own filter)"
+        } else {
+            ""
+        },
+        thousands(o.candidates),
+        thousands(landed),
+        thousands(failing),
+        if o.finished {
+            ""
+        } else {
+            "; not finished: run redrive again to resume it"
+        }
+    );
+    for (t, n) in &o.landed {
+        let _ = writeln!(s, "  landed in {t:<28} {:>9}", thousands(*n));
+    }
+    for (r, n) in &o.still_failing {
+        let _ = writeln!(s, "  still failing: {r:<22} {:>9}", thousands(*n));
+    }
+    let _ = writeln!(
+        s,
+        "(_redrives records each record; the dead letters stay as they were)"
+    );
+    s
+}

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::decode::Unit;
 use crate::ingest::eventhub::{EventBatchError, ingest_event_batch};
+use crate::ingest::redrive::{RedriveFilter, redrive};
 use crate::ingest::sweep::{SweepOptions, sweep_container};
 use crate::ingest::{BlobReadOptions, IngestError, ingest_blob};
 use crate::pipeline::{BatchReport, BatchStats, PipelineError};
@@ -251,6 +252,81 @@ async fn event_hub(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
     respond("EventHubIngest", &id, r)
 }
 
+/// A redrive work item (`{"redrive": {...}}`), if `v` is one.
+fn redrive_item(v: &Value) -> Result<Option<RedriveFilter>, ProtocolError> {
+    let v = match v {
+        Value::String(_) => match structured("work item", &Value::String(text(v))) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+        other => other.clone(),
+    };
+    let Some(r) = v.get("redrive") else {
+        return Ok(None);
+    };
+    let f: RedriveFilter =
+        serde_json::from_value(r.clone()).map_err(|e| ProtocolError::Malformed {
+            field: "redrive".into(),
+            msg: e.to_string(),
+        })?;
+    if let Some(reason) = &f.reason
+        && crate::model::DeadLetterReason::parse(reason).is_none()
+    {
+        return Err(ProtocolError::Malformed {
+            field: "redrive.reason".into(),
+            msg: format!("`{reason}` is not a dead-letter reason"),
+        });
+    }
+    Ok(Some(f))
+}
+
+/// Runs (or resumes) a redrive within the blob time budget; what is left is enqueued.
+async fn run_redrive(
+    st: &AppState,
+    filter: RedriveFilter,
+    id: &str,
+    started: Instant,
+) -> Result<InvocationResponse, InvocationError> {
+    let s = &st.settings;
+    let out = redrive(
+        &st.lake,
+        &s.pipeline,
+        filter,
+        Some(started + s.blob_time_budget),
+    )
+    .await?;
+    let landed: u64 = out.landed.values().sum();
+    let failing: u64 = out.still_failing.values().sum();
+    tracing::info!(
+        function = "BlobIngest",
+        invocation_id = id,
+        run = out.run,
+        candidates = out.candidates,
+        landed,
+        still_failing = failing,
+        finished = out.finished,
+        "redrive"
+    );
+    let line = format!(
+        "BlobIngest redrive run {}: {} records, {landed} landed, {failing} still failing{}",
+        out.run,
+        out.candidates,
+        if out.finished {
+            ""
+        } else {
+            "; continuation enqueued"
+        }
+    );
+    let mut resp = InvocationResponse::log(line);
+    if !out.finished {
+        resp = resp.with_output(
+            &s.queue_output_binding,
+            Value::Array(vec![json!({"redrive": {}})]),
+        );
+    }
+    Ok(resp)
+}
+
 /// A Replay body is a URL and an offset; anything larger is refused.
 const MAX_REPLAY_BODY_BYTES: usize = 16 * 1024;
 
@@ -318,8 +394,11 @@ async fn blob_ingest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
         let raw = inv
             .data(&st.settings.queue_binding)
             .ok_or_else(|| ProtocolError::Missing(format!("Data.{}", st.settings.queue_binding)))?;
-        let item = WorkItem::parse(raw)?;
         let s = &st.settings;
+        if let Some(filter) = redrive_item(raw)? {
+            return run_redrive(&st, filter, &id, started).await;
+        }
+        let item = WorkItem::parse(raw)?;
         let blob = BlobRef::parse_url(&item.url, &s.url_policy())?;
         // the same allow-list as Replay: a queue message naming any other blob is refused
         // (failed, so that after the queue's retries it lands in the poison queue, where the
@@ -472,6 +551,19 @@ async fn replay(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
         };
         if caller_body.len() > MAX_REPLAY_BODY_BYTES {
             return Ok(answer(400, json!({"error": format!("the body is larger than {MAX_REPLAY_BODY_BYTES} bytes; send {{\"url\": ..., \"start_offset\": N?}} only")})));
+        }
+        // {"redrive": {"reason": .., "table": .., "since": ..}}: a redrive, run by BlobIngest
+        if let Ok(v) = serde_json::from_str::<Value>(&caller_body)
+            && v.get("redrive").is_some()
+        {
+            return Ok(match redrive_item(&v) {
+                Ok(Some(f)) => {
+                    let msg = json!({"redrive": f});
+                    answer(202, json!({"accepted": true, "work": msg}))
+                        .with_output(&s.queue_output_binding, Value::Array(vec![msg]))
+                }
+                Ok(None) | Err(_) => answer(400, json!({"error": "expected {\"redrive\": {\"reason\": R?, \"table\": T?, \"since\": \"YYYY-MM-DD\"?}}"})),
+            });
         }
         let item = match serde_json::from_str::<Value>(&caller_body)
             .map_err(|e| ProtocolError::Body(e.to_string()))

@@ -5,6 +5,7 @@
 //! ([`eventhub`]) and the sweep over the export containers ([`sweep`]) have their own.
 
 pub mod eventhub;
+pub mod redrive;
 pub mod sweep;
 
 use std::collections::BTreeMap;

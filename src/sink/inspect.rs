@@ -10,7 +10,6 @@ use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::runs::INGEST_RUNS_TABLE;
 pub use super::runs::{SourceAnomalies, source_anomalies};
 use super::{Lake, SinkError, TableHandle, delta_err, get_bytes};
 use crate::model::Category;
@@ -114,16 +113,18 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
         .and_then(Result::ok)
         .and_then(|c| c.timestamp);
     Ok(Some(TableInfo {
-        name: h.name().to_owned(),
+        name: h
+            .name()
+            .strip_prefix(&format!("{}/", super::UNTYPED_DIR))
+            .unwrap_or(h.name())
+            .to_owned(),
         version: table.version().unwrap_or(0),
         rows,
         files: files.len() as u64,
         by_reason,
         sources,
         last_commit_ms,
-        untyped: h.name() != DEAD_LETTER_TABLE
-            && h.name() != INGEST_RUNS_TABLE
-            && Category::from_table_name(h.name()).is_none(),
+        untyped: h.name().starts_with(super::UNTYPED_DIR),
     }))
 }
 
@@ -141,6 +142,7 @@ pub async fn lake_info(lake: &Lake) -> Result<Vec<TableInfo>, SinkError> {
     }
     handles.push(lake.dead_letters()?);
     handles.push(lake.ingest_runs()?);
+    handles.push(lake.redrives()?);
     let infos = futures::future::join_all(handles.iter().map(|h| table_info(h))).await;
     let mut out = Vec::new();
     for i in infos {
@@ -149,8 +151,8 @@ pub async fn lake_info(lake: &Lake) -> Result<Vec<TableInfo>, SinkError> {
         }
     }
     out.sort_by(|a, b| {
-        let special = |n: &str| n == DEAD_LETTER_TABLE || n == INGEST_RUNS_TABLE;
-        (special(&a.name), &a.name).cmp(&(special(&b.name), &b.name))
+        let special = |n: &str| n.starts_with('_');
+        (special(&a.name), a.untyped, &a.name).cmp(&(special(&b.name), b.untyped, &b.name))
     });
     Ok(out)
 }
@@ -183,9 +185,24 @@ pub async fn read_columns(
     columns: &[&str],
     since: Option<chrono::NaiveDate>,
 ) -> Result<Option<Vec<RecordBatch>>, SinkError> {
-    let Some(table) = h.load_existing().await? else {
+    read_columns_at(h, columns, since, None).await
+}
+
+/// [`read_columns`] as of table version `version` (the newest without it).
+pub async fn read_columns_at(
+    h: &TableHandle,
+    columns: &[&str],
+    since: Option<chrono::NaiveDate>,
+    version: Option<u64>,
+) -> Result<Option<Vec<RecordBatch>>, SinkError> {
+    let Some(mut table) = h.load_existing().await? else {
         return Ok(None);
     };
+    if let Some(v) = version
+        && table.version() != Some(v)
+    {
+        table.load_version(v).await.map_err(|e| delta_err(h, e))?;
+    }
     let files: Vec<_> = table
         .get_active_add_actions_by_partitions(&[])
         .try_collect()

@@ -3,6 +3,7 @@
 
 pub mod inspect;
 pub mod maintain;
+pub mod redrives;
 pub mod runs;
 mod table;
 
@@ -47,6 +48,9 @@ pub enum SinkError {
         first: Box<SinkError>,
     },
 }
+
+/// The folder of the untyped tables.
+pub const UNTYPED_DIR: &str = "_untyped";
 
 /// How the lake is reached and how its tables are written.
 #[derive(Clone, Debug)]
@@ -234,9 +238,20 @@ impl Lake {
     }
 
     /// Handle of a table by name (typed, `_dead_letters` or `_ingest_runs`).
-    /// The table of a category the registry does not know.
+    /// The redrive audit table.
+    pub fn redrives(&self) -> Result<Arc<TableHandle>, SinkError> {
+        self.handle(redrives::REDRIVES_TABLE, redrives::schema, None)
+    }
+
+    /// The table of a category the registry does not know: `<lake>/_untyped/<name>`, apart
+    /// from the typed tables, so that a typed table of the same name can come later (a schema
+    /// overlay) and a redrive can fill it from this one.
     pub fn untyped(&self, name: &str) -> Result<Arc<TableHandle>, SinkError> {
-        self.handle(name, untyped_schema, Some(meta::DATE))
+        self.handle(
+            &format!("{UNTYPED_DIR}/{name}"),
+            untyped_schema,
+            Some(meta::DATE),
+        )
     }
 
     /// Handle of a table by name (typed, untyped, `_dead_letters` or `_ingest_runs`); an
@@ -248,6 +263,9 @@ impl Lake {
         if name == INGEST_RUNS_TABLE {
             return self.ingest_runs().map(Some);
         }
+        if name == redrives::REDRIVES_TABLE {
+            return self.redrives().map(Some);
+        }
         match Category::from_table_name(name) {
             Some(c) => self.typed(c).map(Some),
             None if crate::registry::valid_table_name(name) => self.untyped(name).map(Some),
@@ -255,8 +273,8 @@ impl Lake {
         }
     }
 
-    /// The lake's untyped tables: folders at its top level that are not registry tables (nor
-    /// `_dead_letters`, `_ingest_runs`) and hold a Delta log. Listed once per process.
+    /// The lake's untyped tables: the folders of `_untyped/` that hold a Delta log. Listed once
+    /// per process.
     pub async fn untyped_tables(&self) -> Result<crate::pipeline::UntypedTables, SinkError> {
         let mut cache = self.untyped.lock().await;
         if cache.is_none() {
@@ -291,7 +309,11 @@ impl Lake {
                     (logstore.object_store(None), None)
                 }
             };
-        let top = match store.list_with_delimiter(prefix.as_ref()).await {
+        let dir = match prefix {
+            Some(p) if !p.as_ref().is_empty() => p.join(UNTYPED_DIR),
+            _ => deltalake::Path::from(UNTYPED_DIR),
+        };
+        let top = match store.list_with_delimiter(Some(&dir)).await {
             Ok(t) => t,
             Err(e) if crate::azure::is_container_not_found(&e) => return Ok(Default::default()),
             Err(e) => return Err(err(e)),
@@ -299,8 +321,7 @@ impl Lake {
         let mut out = std::collections::HashSet::new();
         for p in top.common_prefixes {
             let Some(name) = p.filename() else { continue };
-            if Category::from_table_name(name).is_some() || !crate::registry::valid_table_name(name)
-            {
+            if !crate::registry::valid_table_name(name) {
                 continue;
             }
             let log = p.clone().join("_delta_log");

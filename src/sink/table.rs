@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Date32Type, Int64Type, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -31,7 +33,7 @@ use crate::registry::meta;
 /// table (delta-rs rebuilds its file list after each commit), which came to a quarter of the
 /// CPU of a 2 GB run. The last three are `_ingest_runs`'. Only the ones a table has are listed
 /// in its property (the kernel warns on every snapshot about a listed column it lacks).
-const STATS_COLUMNS: [&str; 8] = [
+const STATS_COLUMNS: [&str; 9] = [
     "Timestamp",
     meta::TIME,
     meta::SOURCE,
@@ -40,6 +42,7 @@ const STATS_COLUMNS: [&str; 8] = [
     runs::col::SOURCE,
     runs::col::END,
     runs::col::FINISHED_AT,
+    super::redrives::col::POSITION,
 ];
 
 /// How often an append is redone after another writer committed the same source first.
@@ -164,7 +167,8 @@ impl TableHandle {
             )
             .with_configuration_property(
                 TableProperty::DataSkippingStatsColumns,
-                Some(self.stats_columns()),
+                // (an empty list is not a valid value)
+                Some(self.stats_columns()).filter(|c| !c.is_empty()),
             )
             .with_save_mode(SaveMode::Ignore)
             // Without a read snapshot delta-rs would retry a lost create race as version 1, a
@@ -383,7 +387,6 @@ impl TableHandle {
         source_column: &str,
         extra_txns: &[(String, i64)],
     ) -> Result<AppendOutcome, SinkError> {
-        let total = batch.num_rows() as u64;
         let col = |name: &str| {
             batch
                 .column_by_name(name)
@@ -392,6 +395,29 @@ impl TableHandle {
         };
         let positions = col(position_column)?.as_primitive::<Int64Type>().clone();
         let sources = col(source_column)?.as_string::<i32>().clone();
+        self.append_exactly_once_keyed(batch, &sources, &positions, extra_txns)
+            .await
+    }
+
+    /// The exactly-once append with each row's txn key (source, position) given beside the
+    /// batch instead of taken from its columns: a redrive lands records under its own keys
+    /// while the rows keep their original `_source` and `_position`.
+    pub async fn append_exactly_once_keyed(
+        &self,
+        batch: &RecordBatch,
+        sources: &StringArray,
+        positions: &Int64Array,
+        extra_txns: &[(String, i64)],
+    ) -> Result<AppendOutcome, SinkError> {
+        let total = batch.num_rows() as u64;
+        if sources.len() != batch.num_rows() || positions.len() != batch.num_rows() {
+            return Err(SinkError::Schema(format!(
+                "{}: {} txn keys for {} rows",
+                self.name,
+                sources.len(),
+                batch.num_rows()
+            )));
+        }
         // highest position per source
         let mut max_by_source: HashMap<&str, i64> = HashMap::new();
         for (s, p) in sources.iter().zip(positions.iter()) {
@@ -439,16 +465,13 @@ impl TableHandle {
                 filter_record_batch(batch, &keep)?
             };
             // a txn for every source that has rows here
-            let kept_sources = rows
-                .column_by_name(source_column)
-                .map(|c| c.as_string::<i32>().clone());
             let mut txns: Vec<(String, i64)> = extra_txns.to_vec();
-            if let Some(ks) = kept_sources {
-                let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
-                for s in ks.iter().flatten() {
-                    if seen.insert(s) {
-                        txns.push((s.to_owned(), max_by_source[s]));
-                    }
+            let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            for (s, k) in sources.iter().zip(keep.iter()) {
+                if let (Some(s), Some(true)) = (s, k)
+                    && seen.insert(s)
+                {
+                    txns.push((s.to_owned(), max_by_source[s]));
                 }
             }
             let started = Instant::now();
