@@ -46,6 +46,10 @@ pub struct PipelineConfig {
     pub max_new_tables_per_batch: usize,
     /// ...and at most this many untyped tables in the lake.
     pub max_untyped_tables: usize,
+    /// Drop Defender's re-sends: a record whose table and `properties` equal an earlier one's
+    /// (see [`crate::registry::meta::RECORD_HASH`]), within a batch here and across batches in
+    /// maintenance.
+    pub dedup: bool,
 }
 
 impl Default for PipelineConfig {
@@ -56,6 +60,7 @@ impl Default for PipelineConfig {
             retention_days: DEFAULT_RETENTION_DAYS,
             max_new_tables_per_batch: DEFAULT_MAX_NEW_TABLES_PER_BATCH,
             max_untyped_tables: DEFAULT_MAX_UNTYPED_TABLES,
+            dedup: true,
         }
     }
 }
@@ -90,6 +95,9 @@ pub struct BatchStats {
     pub untyped_tables: std::collections::BTreeSet<String>,
     /// Dead letters per reason.
     pub dead_letters: BTreeMap<String, u64>,
+    /// Records dropped as duplicates (by content) of one in the same batch, per table.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub duplicates: BTreeMap<String, u64>,
     /// Values kept in `_rescued`, per table.
     pub rescued_values: BTreeMap<String, u64>,
     /// Failures per data-quality rule.
@@ -109,9 +117,13 @@ impl BatchStats {
     pub fn rescued_total(&self) -> u64 {
         self.rescued_values.values().sum()
     }
-    /// Invariant 1 of DESIGN.md.
+    pub fn duplicates_total(&self) -> u64 {
+        self.duplicates.values().sum()
+    }
+    /// Every record ends in one place: a typed (or untyped) row, a dead letter, or dropped as
+    /// a duplicate, by content, of a record of the same batch.
     pub fn conserved(&self) -> bool {
-        self.records == self.typed_total() + self.dead_total()
+        self.records == self.typed_total() + self.dead_total() + self.duplicates_total()
     }
 
     pub fn add(&mut self, o: &BatchStats) {
@@ -128,6 +140,9 @@ impl BatchStats {
             *self.rescued_values.entry(k.clone()).or_default() += v;
         }
         self.untyped_tables.extend(o.untyped_tables.iter().cloned());
+        for (k, v) in &o.duplicates {
+            *self.duplicates.entry(k.clone()).or_default() += v;
+        }
         for (k, v) in &o.rules {
             let e = self.rules.entry(k.clone()).or_insert_with(|| RuleCount {
                 action: v.action.clone(),
@@ -177,6 +192,10 @@ pub fn build_with(
     untyped_tables: &UntypedTables,
 ) -> Result<Built, ArrowError> {
     let room = untyped_tables.room(cfg);
+    let mut duplicates: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ctx = ctx.clone();
+    ctx.dedup = cfg.dedup;
+    let ctx = &ctx;
     let mut untyped: BTreeMap<String, UntypedBatchBuilder> = BTreeMap::new();
     let mut new_tables = 0usize;
     let mut stats = BatchStats::default();
@@ -190,7 +209,11 @@ pub fn build_with(
             Decoded::Record(rec) => {
                 let b = builders[rec.category.index()]
                     .get_or_insert_with(|| TableBatchBuilder::new(rec.category, 256));
-                b.push(&rec, unit, ctx);
+                if !b.push(&rec, unit, ctx) {
+                    *duplicates
+                        .entry(rec.category.table_name().to_owned())
+                        .or_default() += 1;
+                }
             }
             Decoded::Untyped(u) => {
                 let known =
@@ -219,7 +242,11 @@ pub fn build_with(
                 let b = untyped
                     .entry(u.table.clone())
                     .or_insert_with(|| UntypedBatchBuilder::new(&u.table));
-                if !b.push(&u, unit, ctx) {
+                let pushed = b.push(&u, unit, ctx);
+                if pushed == Ok(false) {
+                    *duplicates.entry(u.table.clone()).or_default() += 1;
+                }
+                if pushed.is_err() {
                     dead.push(
                         u.raw,
                         DeadLetterReason::RuleFailed,
@@ -320,6 +347,7 @@ pub fn build_with(
         stats.untyped_tables.insert(name.clone());
         untyped_out.push((name, rows.batch));
     }
+    stats.duplicates = duplicates;
     stats.dead_letters = dead_counts
         .into_iter()
         .map(|(r, n)| (r.as_str().to_owned(), n))

@@ -112,6 +112,10 @@ pub mod meta {
     pub const RESCUED: &str = "_rescued";
     /// The partition column: UTC date of `Timestamp`, clamped.
     pub const DATE: &str = "_date";
+    /// The record's identity by content: XXH3-64 of its table and its `properties` (keys and
+    /// values in order, insignificant whitespace aside), not of the envelope's `time`, which
+    /// Defender renews when it sends a record again.
+    pub const RECORD_HASH: &str = "_record_hash";
 }
 
 /// The metadata fields every typed table ends with.
@@ -126,6 +130,8 @@ pub fn meta_fields() -> Vec<Field> {
         Field::new(meta::INGESTED_AT, timestamp_type(), false),
         Field::new(meta::RESCUED, DataType::Utf8, true),
         Field::new(meta::DATE, DataType::Date32, false),
+        // added later: nullable, so tables written before read it as null
+        Field::new(meta::RECORD_HASH, DataType::Int64, true),
     ]
 }
 

@@ -33,6 +33,8 @@ pub struct BuildContext {
     /// `_date` is clamped to `[min_day, max_day]`.
     pub min_day: i32,
     pub max_day: i32,
+    /// Drop a record whose content hash an earlier record of the same batch and table had.
+    pub dedup: bool,
 }
 
 impl BuildContext {
@@ -46,6 +48,7 @@ impl BuildContext {
             ingest_day: day,
             min_day: day.saturating_sub(retention_days.max(0)),
             max_day: day.saturating_add(1),
+            dedup: true,
         }
     }
 
@@ -359,6 +362,9 @@ pub struct TableBatchBuilder<'a> {
     rescued: StringBuilder,
     date: Date32Builder,
     record_index: Vec<u32>,
+    /// `_record_hash`, and the hashes seen in this batch.
+    hash: Int64Builder,
+    seen: std::collections::HashSet<i64, foldhash::fast::FixedState>,
     rescue_buf: String,
     scratch: String,
     rescued_values: u64,
@@ -385,6 +391,8 @@ impl<'a> TableBatchBuilder<'a> {
             rescued: StringBuilder::with_capacity(cap, 0),
             date: Date32Builder::with_capacity(cap),
             record_index: Vec::with_capacity(cap),
+            hash: Int64Builder::with_capacity(cap),
+            seen: Default::default(),
             rescue_buf: String::new(),
             scratch: String::new(),
             rescued_values: 0,
@@ -392,7 +400,14 @@ impl<'a> TableBatchBuilder<'a> {
     }
 
     /// Adds one record (its properties were split and validated by the decoder).
-    pub fn push(&mut self, rec: &RecordRef<'a>, unit: &Unit<'_>, ctx: &BuildContext) {
+    /// Adds one record; false (nothing added) when it is a duplicate, by content, of one
+    /// already in this batch (and `ctx.dedup`).
+    pub fn push(&mut self, rec: &RecordRef<'a>, unit: &Unit<'_>, ctx: &BuildContext) -> bool {
+        let hash = content_hash(self.table.name.as_str(), &rec.properties, &mut self.scratch);
+        if ctx.dedup && !self.seen.insert(hash) {
+            return false;
+        }
+        self.hash.append_value(hash);
         self.extras.clear();
         for (n, (k, v)) in rec.properties.iter().enumerate() {
             match self.table.column_index(k) {
@@ -452,6 +467,7 @@ impl<'a> TableBatchBuilder<'a> {
         }
         self.date.append_value(ctx.date_of(ts));
         self.record_index.push(rec.record_index);
+        true
     }
 
     pub fn finish(mut self) -> Result<TypedRows, ArrowError> {
@@ -472,6 +488,7 @@ impl<'a> TableBatchBuilder<'a> {
             (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
             (meta::RESCUED, Arc::new(self.rescued.finish())),
             (meta::DATE, Arc::new(self.date.finish())),
+            (meta::RECORD_HASH, Arc::new(self.hash.finish())),
         ]);
         Ok(TypedRows {
             category: self.category,
@@ -504,6 +521,8 @@ pub struct UntypedBatchBuilder {
     ingested: TimestampMicrosecondBuilder,
     rescued: StringBuilder,
     date: Date32Builder,
+    hash: Int64Builder,
+    seen: std::collections::HashSet<i64, foldhash::fast::FixedState>,
     buf: String,
 }
 
@@ -522,12 +541,21 @@ impl UntypedBatchBuilder {
             ingested: ts_builder(16),
             rescued: StringBuilder::new(),
             date: Date32Builder::new(),
+            hash: Int64Builder::new(),
+            seen: Default::default(),
             buf: String::new(),
         }
     }
 
-    /// Adds a record; false (nothing added) when it has no usable `Timestamp`.
-    pub fn push(&mut self, rec: &UntypedRef<'_>, unit: &Unit<'_>, ctx: &BuildContext) -> bool {
+    /// Adds a record: `Ok(false)` when it is a duplicate of one in this batch (not added),
+    /// `Err(())` when it has no usable `Timestamp` (not added; the caller dead-letters it).
+    #[allow(clippy::result_unit_err)]
+    pub fn push(
+        &mut self,
+        rec: &UntypedRef<'_>,
+        unit: &Unit<'_>,
+        ctx: &BuildContext,
+    ) -> Result<bool, ()> {
         let ts = rec
             .properties
             .iter()
@@ -535,8 +563,13 @@ impl UntypedBatchBuilder {
             .and_then(|(_, v)| json::as_str(v.get()))
             .and_then(|s| json::parse_timestamp_micros(&s));
         let Some(ts) = ts else {
-            return false;
+            return Err(());
         };
+        let hash = content_hash(&self.table, &rec.properties, &mut self.buf);
+        if ctx.dedup && !self.seen.insert(hash) {
+            return Ok(false);
+        }
+        self.hash.append_value(hash);
         self.buf.clear();
         self.buf.push('{');
         for (n, (k, v)) in rec.properties.iter().enumerate() {
@@ -569,7 +602,7 @@ impl UntypedBatchBuilder {
         self.ingested.append_value(ctx.ingested_at);
         self.rescued.append_null();
         self.date.append_value(ctx.date_of(Some(ts)));
-        true
+        Ok(true)
     }
 
     pub fn finish(mut self) -> Result<UntypedRows, ArrowError> {
@@ -588,11 +621,42 @@ impl UntypedBatchBuilder {
                     (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
                     (meta::RESCUED, Arc::new(self.rescued.finish())),
                     (meta::DATE, Arc::new(self.date.finish())),
+                    (meta::RECORD_HASH, Arc::new(self.hash.finish())),
                 ],
             )?,
             table: self.table,
         })
     }
+}
+
+/// A record's identity by content (see [`meta::RECORD_HASH`]): XXH3-64 of the table name and
+/// each property's key and compact value, in order.
+pub fn content_hash(
+    table: &str,
+    props: &[(std::borrow::Cow<'_, str>, &RawValue)],
+    scratch: &mut String,
+) -> i64 {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash3_64::with_seed(0);
+    h.write(table.as_bytes());
+    h.write_u8(0);
+    for (k, v) in props {
+        h.write(k.as_bytes());
+        h.write_u8(0);
+        let raw = v.get();
+        if raw
+            .bytes()
+            .any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            scratch.clear();
+            json::write_compact(raw, scratch);
+            h.write(scratch.as_bytes());
+        } else {
+            h.write(raw.as_bytes());
+        }
+        h.write_u8(0);
+    }
+    h.finish() as i64
 }
 
 fn rescue_into(buf: &mut String, key: &str, raw: &str) {

@@ -369,3 +369,123 @@ fn a_new_category_is_typed_by_redrive_once_the_registry_knows_it() {
         .expect("the typed table");
     assert_eq!(typed["rows"], 5);
 }
+
+/// The same Defender record sent twice: identical properties, a fresh envelope time.
+fn resend(name: &str, time: &str) -> String {
+    format!(
+        r#"{{"time":"{time}","tenantId":"t","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-29T09:59:00Z","ReportId":77,"DeviceName":"{name}","ProcessCommandLine":"cmd /c x"}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defender_resends_are_held_once() {
+    use xdr_ingest::sink::maintain::{CompactOptions, VacuumRetention, maintain};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = local_lake(dir.path());
+    let cfg = PipelineConfig::default();
+    // within one batch: dropped at ingest, and counted
+    let b1 = [
+        resend("a", "2026-11-29T10:00:00Z"),
+        resend("a", "2026-11-29T10:05:00Z"),
+        resend("b", "2026-11-29T10:00:00Z"),
+    ];
+    let units: Vec<Unit> = b1
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+        .collect();
+    let r = ingest_units(&lake, &SourceId::custom("s://1"), &units, &cfg)
+        .await
+        .unwrap();
+    assert_eq!(r.stats.duplicates["DeviceProcessEvents"], 1);
+    assert!(r.stats.conserved(), "{:?}", r.stats);
+    assert_eq!(lake_rows(&lake).await["DeviceProcessEvents"], 2);
+    // across batches (another blob, an hour later): kept at ingest...
+    let b2 = [
+        resend("a", "2026-11-29T11:00:00Z"),
+        resend("c", "2026-11-29T11:00:00Z"),
+    ];
+    let units: Vec<Unit> = b2
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+        .collect();
+    ingest_units(&lake, &SourceId::custom("s://2"), &units, &cfg)
+        .await
+        .unwrap();
+    assert_eq!(lake_rows(&lake).await["DeviceProcessEvents"], 4);
+    // ...and removed by the next maintenance run, the first ingested copy kept
+    let done = maintain(
+        &lake,
+        VacuumRetention::default(),
+        &CompactOptions::default(),
+    )
+    .await
+    .unwrap();
+    let m = done
+        .iter()
+        .find(|m| m.table == "DeviceProcessEvents")
+        .unwrap();
+    assert_eq!(m.dedup.rows_removed, 1, "{m:?}");
+    assert_eq!(lake_rows(&lake).await["DeviceProcessEvents"], 3);
+    let keys = row_keys(&lake, "DeviceProcessEvents").await;
+    assert!(
+        keys.iter()
+            .any(|(s, _, raw)| s == "s://1" && raw.contains(r#""DeviceName":"a""#))
+    );
+    assert!(
+        !keys
+            .iter()
+            .any(|(s, _, raw)| s == "s://2" && raw.contains(r#""DeviceName":"a""#))
+    );
+    // counted where an operator looks
+    let info = lake_info(&local_lake(dir.path())).await.unwrap();
+    assert_eq!(
+        info.iter()
+            .find(|i| i.name == "DeviceProcessEvents")
+            .unwrap()
+            .duplicates_removed,
+        1
+    );
+    // nothing more to remove; a redelivery of the removed copy adds nothing
+    let again = maintain(
+        &lake,
+        VacuumRetention::default(),
+        &CompactOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(again.iter().all(|m| m.dedup.rows_removed == 0));
+    let r = ingest_units(&lake, &SourceId::custom("s://2"), &units, &cfg)
+        .await
+        .unwrap();
+    assert_eq!(r.commit.written(), 0);
+    assert_eq!(lake_rows(&lake).await["DeviceProcessEvents"], 3);
+    // turned off: kept
+    let dir2 = tempfile::tempdir().unwrap();
+    let lake2 = local_lake(dir2.path());
+    let off = PipelineConfig {
+        dedup: false,
+        ..PipelineConfig::default()
+    };
+    let units: Vec<Unit> = b1
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+        .collect();
+    ingest_units(&lake2, &SourceId::custom("s://1"), &units, &off)
+        .await
+        .unwrap();
+    let done = maintain(
+        &lake2,
+        VacuumRetention::default(),
+        &CompactOptions {
+            dedup_days: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(done.iter().all(|m| m.dedup.rows_removed == 0));
+    assert_eq!(lake_rows(&lake2).await["DeviceProcessEvents"], 3);
+}

@@ -121,7 +121,7 @@ async fn event_hub_batches_land_exactly_once() {
     let big: Vec<(i64, String)> = (0..40)
         .map(|i| {
             let pad = "x".repeat(100_000);
-            (3000 + i, format!(r#"{{"records":[{{"time":"2026-11-26T09:59:00Z","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-26T09:58:00Z","ProcessCommandLine":"{pad}"}}}}]}}"#))
+            (3000 + i, format!(r#"{{"records":[{{"time":"2026-11-26T09:59:00Z","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-26T09:58:00Z","DeviceName":"big{i}","ProcessCommandLine":"{pad}"}}}}]}}"#))
         })
         .collect();
     let req = eventhub_request("3", &big);

@@ -32,6 +32,7 @@ pub(super) async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         retention_days: a.retention_days as i32,
         max_new_tables_per_batch: a.max_new_tables as usize,
         max_untyped_tables: a.max_untyped_tables as usize,
+        dedup: !a.no_dedup,
     };
     let opts = FileOptions {
         chunk_bytes: a.chunk_bytes as usize,
@@ -213,12 +214,11 @@ pub(super) async fn maintain(a: MaintainArgs) -> anyhow::Result<ExitCode> {
         ))
     })?;
     let lake = a.lake.open(false, false)?;
-    let done = crate::sink::maintain::maintain(
-        &lake,
-        vacuum,
-        &crate::sink::maintain::CompactOptions::default(),
-    )
-    .await?;
+    let opts = crate::sink::maintain::CompactOptions {
+        dedup_days: (!a.no_dedup).then_some(a.dedup_days),
+        ..Default::default()
+    };
+    let done = crate::sink::maintain::maintain(&lake, vacuum, &opts).await?;
     if done.is_empty() {
         anyhow::bail!("there are no tables at {}", lake.root());
     }

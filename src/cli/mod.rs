@@ -124,6 +124,13 @@ pub(crate) struct MaintainArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Do not remove Defender's re-sends (duplicates by content) from recent partitions.
+    #[arg(long)]
+    pub(crate) no_dedup: bool,
+    /// Partitions (`_date`) of this many recent days are searched for re-sends.
+    #[arg(long, default_value_t = crate::sink::maintain::DEFAULT_DEDUP_DAYS,
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub(crate) dedup_days: u32,
 }
 
 #[derive(Args, Clone)]
@@ -184,6 +191,10 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_MAX_NEW_TABLES_PER_BATCH as u64,
           allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::MAX_NEW_TABLES))]
     pub(crate) max_new_tables: u64,
+    /// Keep Defender's re-sends: do not drop a record whose table and properties equal
+    /// another's of the same run (see docs/data-contract.md).
+    #[arg(long)]
+    pub(crate) no_dedup: bool,
     /// Untyped tables the lake may have in all.
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_MAX_UNTYPED_TABLES as u64,
           allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(crate::limits::MAX_UNTYPED_TABLES))]

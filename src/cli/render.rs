@@ -27,6 +27,8 @@ pub struct IngestSummary {
     pub rows_written: u64,
     pub rows_already_in_lake: u64,
     pub rescued_values: u64,
+    /// Records dropped as re-sends (by content) of another in the same run's batches.
+    pub duplicates: u64,
     pub tables: BTreeMap<String, u64>,
     pub rescued_by_table: BTreeMap<String, u64>,
     pub dead_letters_by_reason: BTreeMap<String, u64>,
@@ -85,6 +87,7 @@ pub fn summarize(lake: &Lake, run: &IngestRun, seconds: f64) -> IngestSummary {
         rows_written: run.written,
         rows_already_in_lake: run.already_present,
         rescued_values: stats.rescued_total(),
+        duplicates: stats.duplicates_total(),
         tables: stats.typed_rows.clone(),
         rescued_by_table: stats.rescued_values.clone(),
         dead_letters_by_reason: stats.dead_letters.clone(),
@@ -132,9 +135,14 @@ pub fn ingest_summary(s: &IngestSummary) -> String {
         let _ = writeln!(o, "  {:<26} {:>12}", r, thousands(*n));
     }
     let _ = writeln!(o);
+    let dups = if s.duplicates > 0 {
+        format!(" + re-sends dropped {}", thousands(s.duplicates))
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         o,
-        "records {} = typed rows {} + dead letters {}; rows written now {}, already in the lake {}; rescued values {}",
+        "records {} = typed rows {} + dead letters {}{dups}; rows written now {}, already in the lake {}; rescued values {}",
         thousands(s.records),
         thousands(s.typed_rows),
         thousands(s.dead_letters),
@@ -208,6 +216,14 @@ pub fn tables(
             i.sources.len(),
             age(now, i.last_commit_ms)
         );
+    }
+    let dups: Vec<String> = infos
+        .iter()
+        .filter(|i| i.duplicates_removed > 0)
+        .map(|i| format!("{} {}", i.name, thousands(i.duplicates_removed)))
+        .collect();
+    if !dups.is_empty() {
+        let _ = writeln!(o, "re-sends removed by maintenance: {}", dups.join(", "));
     }
     let reasons: BTreeMap<&str, u64> = infos
         .iter()
@@ -310,6 +326,15 @@ pub fn maintenance(done: &[TableMaintenance]) -> String {
                 m.compaction.files_added,
                 human_bytes(m.compaction.input_bytes)
             ));
+        }
+        if m.dedup.rows_removed > 0 {
+            what.push(format!(
+                "removed {} re-sent rows ({} files rewritten)",
+                m.dedup.rows_removed, m.dedup.files_rewritten
+            ));
+        }
+        if let Some(g) = &m.dedup.gave_up {
+            what.push(format!("dedup skipped: {g}"));
         }
         if let Some(g) = &m.compaction.gave_up {
             what.push(format!("compaction skipped: {g}"));

@@ -608,7 +608,14 @@ async fn maintenance(
         let done = crate::sink::maintain::maintain(
             &st.lake,
             st.settings.vacuum,
-            &crate::sink::maintain::CompactOptions::default(),
+            &crate::sink::maintain::CompactOptions {
+                dedup_days: st
+                    .settings
+                    .pipeline
+                    .dedup
+                    .then_some(crate::sink::maintain::DEFAULT_DEDUP_DAYS),
+                ..Default::default()
+            },
         )
             .await
             .map_err(|e| InvocationError::Transient(e.into()))?;

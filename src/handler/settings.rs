@@ -347,6 +347,10 @@ impl HandlerSettings {
                     &limits::MAX_UNTYPED_TABLES,
                     crate::pipeline::DEFAULT_MAX_UNTYPED_TABLES as u64,
                 )? as usize,
+                dedup: match var("XDR_DEDUP") {
+                    Some(v) => limits::parse_bool("XDR_DEDUP", &v)?,
+                    None => true,
+                },
             },
             eventhub_data_type: match var("XDR_EVENTHUB_DATA_TYPE") {
                 None => EventDataType::default(),

@@ -28,9 +28,16 @@ pub struct TableInfo {
     pub sources: BTreeMap<String, i64>,
     /// When the newest commit was made (ms since the epoch), if the log says.
     pub last_commit_ms: Option<i64>,
+    /// Defender's re-sends removed by maintenance (over the retained log).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicates_removed: u64,
     /// A table of a category the registry does not know (its `properties` kept as JSON).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub untyped: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Describes one table, or `None` if it does not exist yet.
@@ -76,6 +83,7 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
     // Source ids: the app ids of the txn actions in the retained commit files, each resolved
     // through the kernel (which applies txn expiry).
     let mut app_ids = BTreeSet::new();
+    let mut duplicates_removed = 0u64;
     let log_prefix = deltalake::Path::from("_delta_log");
     let metas: Vec<_> = store
         .list(Some(&log_prefix))
@@ -93,6 +101,16 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
                 && let Some(id) = v["txn"]["appId"].as_str()
             {
                 app_ids.insert(id.to_owned());
+            }
+            // re-sends a dedup commit removed (its commit metadata)
+            if line.starts_with(b"{\"commitInfo\"")
+                && memchr::memmem::find(line, super::maintain::DUPLICATES_REMOVED_KEY.as_bytes())
+                    .is_some()
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(line)
+            {
+                duplicates_removed += v["commitInfo"][super::maintain::DUPLICATES_REMOVED_KEY]
+                    .as_u64()
+                    .unwrap_or(0);
             }
         }
     }
@@ -124,6 +142,7 @@ pub async fn table_info(h: &TableHandle) -> Result<Option<TableInfo>, SinkError>
         by_reason,
         sources,
         last_commit_ms,
+        duplicates_removed,
         untyped: h.name().starts_with(super::UNTYPED_DIR),
     }))
 }

@@ -24,7 +24,7 @@
 //! than the longest write would delete data about to be committed: [`VacuumRetention`] refuses
 //! anything below [`SAFE_VACUUM_RETENTION_HOURS`] unless the caller opts in explicitly.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deltalake::arrow::array::{Array, Date32Array};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
@@ -91,6 +91,8 @@ const MAX_COMPACTION_COMMIT_ATTEMPTS: usize = 30;
 
 /// A partition as the log writes it: (column, value) pairs, sorted.
 type PartitionKey = Vec<(String, Option<String>)>;
+/// One row seen by [`dedup`]: (ingested at, source, position, file index, row index).
+type RowRef = (i64, String, i64, usize, usize);
 
 /// When and how files are compacted.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +106,13 @@ pub struct CompactOptions {
     /// Parquet bytes one maintenance run compacts at most, over all tables (a timer
     /// invocation has a time limit; what is left waits for the next run).
     pub max_input_bytes_per_run: u64,
+    /// Remove Defender's re-sends (rows with the same `_record_hash`) from the `_date`
+    /// partitions of this many recent days; `None`: keep them.
+    pub dedup_days: Option<u32>,
 }
+
+/// Default of [`CompactOptions::dedup_days`]: re-sends come within hours.
+pub const DEFAULT_DEDUP_DAYS: u32 = 2;
 
 impl Default for CompactOptions {
     fn default() -> Self {
@@ -113,6 +121,7 @@ impl Default for CompactOptions {
             min_files: 8,
             target_file_bytes: 128 * 1024 * 1024,
             max_input_bytes_per_run: 2 * 1024 * 1024 * 1024,
+            dedup_days: Some(DEFAULT_DEDUP_DAYS),
         }
     }
 }
@@ -226,7 +235,11 @@ pub async fn compact(
             _ => None,
         })
         .collect();
-    match commit_fenced(table, actions, &removed, opts).await {
+    let op = DeltaOperation::Optimize {
+        predicate: None,
+        target_size: opts.target_file_bytes as i64,
+    };
+    match commit_fenced_with(table, actions, &removed, op, HashMap::new()).await {
         Ok(Fenced::Committed { version, redone }) => {
             out.version = Some(version);
             out.redone = redone;
@@ -257,11 +270,12 @@ enum Fenced {
 /// is still active: delta-rs is given no retries (it would check the newer commits with a
 /// conflict checker that lets a second remove of the same file through), and after a lost race
 /// the snapshot is refreshed and checked again.
-async fn commit_fenced(
+async fn commit_fenced_with(
     table: &DeltaTable,
     actions: Vec<Action>,
     removed: &[String],
-    opts: &CompactOptions,
+    operation: DeltaOperation,
+    metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Fenced, DeltaTableError> {
     let mut snapshot = table.clone();
     let mut redone = 0u32;
@@ -278,17 +292,18 @@ async fn commit_fenced(
                 redone,
             });
         }
-        let result = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
-            .with_actions(actions.clone())
-            .build(
-                Some(snapshot.snapshot()?),
-                snapshot.log_store(),
-                DeltaOperation::Optimize {
-                    predicate: None,
-                    target_size: opts.target_file_bytes as i64,
-                },
-            )
-            .await;
+        let result = CommitBuilder::from(
+            CommitProperties::default()
+                .with_max_retries(0)
+                .with_metadata(metadata.clone()),
+        )
+        .with_actions(actions.clone())
+        .build(
+            Some(snapshot.snapshot()?),
+            snapshot.log_store(),
+            operation.clone(),
+        )
+        .await;
         match result {
             Ok(done) => {
                 return Ok(Fenced::Committed {
@@ -350,10 +365,234 @@ fn partition_days(key: &[(String, Option<String>)]) -> Result<Vec<(String, i32)>
         .collect()
 }
 
+/// What removing re-sends did in one table.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Dedup {
+    pub partitions_checked: usize,
+    pub rows_removed: u64,
+    pub files_rewritten: usize,
+    pub version: Option<u64>,
+    /// Set when it did not commit because another commit removed one of its input files.
+    pub gave_up: Option<String>,
+}
+
+/// The name of the commit metadata that says how many re-sends a commit removed.
+pub const DUPLICATES_REMOVED_KEY: &str = "xdr.duplicatesRemoved";
+
+/// Removes Defender's re-sends from the `_date` partitions of the last `days` days: within a
+/// partition, of rows with the same `_record_hash` the first ingested (then the lowest source
+/// and position) stays and the others go. Only files holding a row to remove are rewritten;
+/// the commit is fenced as compaction's is (every file it removes still active), and carries
+/// the count in its metadata ([`DUPLICATES_REMOVED_KEY`]). Reads only the four columns it needs.
+// parquet 59 deprecated its object_store reader in favour of one written by hand; it still
+// reads only the column chunks asked for, which is all this needs.
+#[allow(deprecated)]
+pub async fn dedup(table: &DeltaTable, days: u32) -> Result<Dedup, DeltaTableError> {
+    use crate::registry::meta;
+    use deltalake::arrow::array::{AsArray, BooleanArray};
+    use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
+    use deltalake::parquet::arrow::ProjectionMask;
+    use deltalake::parquet::arrow::async_reader::ParquetObjectReader;
+
+    let mut out = Dedup::default();
+    let has_hash = table
+        .snapshot()?
+        .schema()
+        .fields()
+        .any(|f| f.name() == meta::RECORD_HASH);
+    if !has_hash {
+        return Ok(out);
+    }
+    let since = chrono::Utc::now().date_naive() - chrono::Duration::days(days as i64);
+    let files: Vec<_> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await?;
+    let mut by_partition: BTreeMap<PartitionKey, Vec<(String, i64, Remove)>> = BTreeMap::new();
+    for f in &files {
+        let mut key: PartitionKey = f.partition_values_map().into_iter().collect();
+        key.sort();
+        let recent = key.iter().any(|(n, v)| {
+            n == meta::DATE
+                && v.as_deref()
+                    .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                    .is_some_and(|d| d >= since)
+        });
+        if recent {
+            by_partition.entry(key).or_default().push((
+                f.path().into_owned(),
+                f.size(),
+                f.remove_action(true),
+            ));
+        }
+    }
+    let store = table.log_store().object_store(None);
+    let wanted = [
+        meta::RECORD_HASH,
+        meta::INGESTED_AT,
+        meta::SOURCE,
+        meta::POSITION,
+    ];
+    let mut actions = Vec::new();
+    let mut removed_paths = Vec::new();
+    let mut added_paths = Vec::new();
+    for (key, files) in &by_partition {
+        out.partitions_checked += 1;
+        // (hash) -> the row that stays: (ingested, source, position, file, row)
+        let mut keep: HashMap<i64, RowRef> = HashMap::new();
+        let mut all: Vec<(i64, RowRef)> = Vec::new();
+        for (fi, (path, size, _)) in files.iter().enumerate() {
+            let path = Path::from_url_path(path)
+                .map_err(|e| DeltaTableError::Generic(format!("file path {path}: {e}")))?;
+            let reader = ParquetObjectReader::new(store.clone(), path).with_file_size(*size as u64);
+            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let idx: Vec<usize> = builder
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+                .map(|(i, _)| i)
+                .collect();
+            let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+            let batches: Vec<_> = builder.with_projection(mask).build()?.try_collect().await?;
+            let mut row = 0usize;
+            for b in batches {
+                let (Some(h), Some(at), Some(src), Some(pos)) = (
+                    b.column_by_name(meta::RECORD_HASH),
+                    b.column_by_name(meta::INGESTED_AT),
+                    b.column_by_name(meta::SOURCE),
+                    b.column_by_name(meta::POSITION),
+                ) else {
+                    row += b.num_rows();
+                    continue;
+                };
+                let (h, at, src, pos) = (
+                    h.as_primitive::<Int64Type>(),
+                    at.as_primitive::<TimestampMicrosecondType>(),
+                    src.as_string::<i32>(),
+                    pos.as_primitive::<Int64Type>(),
+                );
+                for i in 0..b.num_rows() {
+                    if h.is_valid(i) {
+                        let entry = (
+                            at.value(i),
+                            src.value(i).to_owned(),
+                            pos.value(i),
+                            fi,
+                            row + i,
+                        );
+                        let k = h.value(i);
+                        match keep.get(&k) {
+                            Some(best)
+                                if (best.0, &best.1, best.2) <= (entry.0, &entry.1, entry.2) => {}
+                            _ => {
+                                keep.insert(k, entry.clone());
+                            }
+                        }
+                        all.push((k, entry));
+                    }
+                }
+                row += b.num_rows();
+            }
+        }
+        // rows to drop, per file
+        let mut drop: HashMap<usize, std::collections::HashSet<usize>> = HashMap::new();
+        for (k, e) in all {
+            let best = &keep[&k];
+            if (best.3, best.4) != (e.3, e.4) {
+                drop.entry(e.3).or_default().insert(e.4);
+            }
+        }
+        if drop.is_empty() {
+            continue;
+        }
+        let days: Vec<(String, Date32Array)> = partition_days(key)?
+            .into_iter()
+            .map(|(name, d)| (name, Date32Array::from(vec![d])))
+            .collect();
+        let values: Vec<(&str, &dyn Array)> = days
+            .iter()
+            .map(|(name, a)| (name.as_str(), a as &dyn Array))
+            .collect();
+        for (fi, rows) in &drop {
+            let (path_s, _, remove) = &files[*fi];
+            let path = Path::from_url_path(path_s)
+                .map_err(|e| DeltaTableError::Generic(format!("file path {path_s}: {e}")))?;
+            let bytes = store.get(&path).await?.bytes().await?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+            let mut writer =
+                RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
+            let mut row = 0usize;
+            let mut any = false;
+            for batch in reader {
+                let batch = batch?;
+                let mask: BooleanArray = (0..batch.num_rows())
+                    .map(|i| Some(!rows.contains(&(row + i))))
+                    .collect();
+                row += batch.num_rows();
+                let kept = deltalake::arrow::compute::filter_record_batch(&batch, &mask)?;
+                if kept.num_rows() > 0 {
+                    any = true;
+                    write_one_partition(&mut writer, kept, &values).await?;
+                }
+            }
+            if any {
+                for add in writer.flush().await? {
+                    added_paths.push(add.path.clone());
+                    actions.push(Action::Add(add));
+                }
+            }
+            actions.push(Action::Remove(remove.clone()));
+            removed_paths.push(path_s.clone());
+            out.rows_removed += rows.len() as u64;
+            out.files_rewritten += 1;
+        }
+    }
+    if actions.is_empty() {
+        return Ok(out);
+    }
+    let metadata = [(
+        DUPLICATES_REMOVED_KEY.to_owned(),
+        serde_json::json!(out.rows_removed),
+    )];
+    match commit_fenced_with(
+        table,
+        actions,
+        &removed_paths,
+        DeltaOperation::Delete {
+            predicate: Some(format!(
+                "{} duplicates a row ingested earlier",
+                meta::RECORD_HASH
+            )),
+        },
+        metadata.into_iter().collect(),
+    )
+    .await
+    {
+        Ok(Fenced::Committed { version, .. }) => out.version = Some(version),
+        Ok(Fenced::InputGone { path, .. }) => {
+            out.gave_up = Some(format!(
+                "input file {path} was removed by another commit meanwhile; the next run retries"
+            ));
+            out.rows_removed = 0;
+            delete_files(table, &added_paths).await;
+        }
+        Err(e) => {
+            delete_files(table, &added_paths).await;
+            return Err(e);
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TableMaintenance {
     pub table: String,
     pub version: u64,
+    /// Re-sends removed.
+    pub dedup: Dedup,
     pub compaction: Compaction,
     pub checkpoint: bool,
     pub logs_removed: usize,
@@ -373,8 +612,12 @@ pub async fn maintain(
     for c in crate::model::Category::all() {
         handles.push(lake.typed(c)?);
     }
+    for name in lake.untyped_tables().await?.existing {
+        handles.push(lake.untyped(&name)?);
+    }
     handles.push(lake.dead_letters()?);
     handles.push(lake.ingest_runs()?);
+    handles.push(lake.redrives()?);
     for h in handles {
         let Some(table) = h.load_existing().await? else {
             continue;
@@ -382,6 +625,7 @@ pub async fn maintain(
         let mut m = TableMaintenance {
             table: h.name().to_owned(),
             version: table.version().unwrap_or(0),
+            dedup: Dedup::default(),
             compaction: Compaction::default(),
             checkpoint: false,
             logs_removed: 0,
@@ -390,6 +634,12 @@ pub async fn maintain(
         };
         let result: Result<(), deltalake::DeltaTableError> = async {
             let mut table = table;
+            if let Some(days) = compact_opts.dedup_days {
+                m.dedup = dedup(&table, days).await?;
+                if m.dedup.version.is_some() {
+                    table.update_incremental(None).await?;
+                }
+            }
             m.compaction = compact(&table, compact_opts, budget).await?;
             budget = budget.saturating_sub(m.compaction.input_bytes);
             // vacuum and the checkpoint see every commit, ours and any made meanwhile
