@@ -354,3 +354,146 @@ async fn compaction_commits_over_appends_made_while_it_ran() {
     assert_eq!(non_meta(&rows).values().sum::<u64>(), total_records(&evs));
     assert_no_duplicates(&lake).await;
 }
+
+/// Defender re-sends (identical properties, a fresh envelope time) spread over sources.
+fn resends(source: usize) -> Vec<String> {
+    (0..8)
+        .map(|i| {
+            // records 0..4 are sent by every source; 4..8 are each source's own
+            let name = if i < 4 {
+                format!("shared-{i}")
+            } else {
+                format!("own-{source}-{i}")
+            };
+            format!(
+                r#"{{"time":"2026-11-29T1{source}:00:00Z","tenantId":"t","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-29T09:59:00Z","DeviceName":"{name}"}}}}"#
+            )
+        })
+        .chain((0..2).map(|i| format!(
+            r#"{{"time":"2026-11-29T1{source}:00:00Z","tenantId":"t","category":"AdvancedHunting-DeviceNetworkEvents","properties":{{"Timestamp":"2026-11-29T09:59:00Z","DeviceName":"net-{source}-{i}"}}}}"#
+        )))
+        .collect()
+}
+
+/// Compacts as soon as a partition has two files, so a maintenance run commits a dedup and a
+/// compaction.
+fn eager() -> CompactOptions {
+    CompactOptions {
+        min_files: 2,
+        ..CompactOptions::default()
+    }
+}
+
+async fn land_resends(lake: &Lake) {
+    for s in 0..3 {
+        let lines = resends(s);
+        let u: Vec<Unit> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+            .collect();
+        ingest_units(
+            lake,
+            &SourceId::custom(format!("blob://{s}")),
+            &u,
+            &PipelineConfig::default(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn hashes(lake: &Lake) -> Vec<i64> {
+    use xdr_ingest::deltalake::arrow::array::{Array, Int64Array};
+    let mut out = Vec::new();
+    for b in read(lake, "DeviceProcessEvents").await {
+        let h = b
+            .column_by_name("_record_hash")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        out.extend((0..h.len()).map(|i| h.value(i)));
+    }
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_dedup_heals_after_a_crash_and_races_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 sources x 8 records, 4 shared: 24 rows land, 16 distinct
+    let clean = dir.path().join("clean");
+    land_resends(&local_lake(&clean)).await;
+    let (lake, store) = failing_lake(&clean, usize::MAX, FailMode::Before);
+    let before = store.commits.load(Ordering::SeqCst);
+    let done = maintain(&lake, VacuumRetention::default(), &eager())
+        .await
+        .unwrap();
+    let m = done
+        .iter()
+        .find(|m| m.table == "DeviceProcessEvents")
+        .unwrap();
+    assert_eq!(m.dedup.rows_removed, 8, "{m:?}");
+    let commits = store.commits.load(Ordering::SeqCst) - before;
+    assert!(commits >= 2, "a dedup and a compaction: {commits}");
+    let want = hashes(&lake).await;
+    assert_eq!(want.len(), 16);
+    assert!(want.windows(2).all(|w| w[0] != w[1]));
+
+    // a commit failing at each point of a maintenance run: the next run heals, never a row
+    // lost or left twice
+    for mode in [FailMode::Before, FailMode::After] {
+        for k in 1..=commits {
+            let d = dir.path().join(format!("m-{mode:?}-{k}"));
+            land_resends(&local_lake(&d)).await;
+            let (lake, _) = failing_lake(&d, k, mode);
+            let _ = maintain(&lake, VacuumRetention::default(), &eager()).await;
+            let lake = local_lake(&d);
+            maintain(&lake, VacuumRetention::default(), &eager())
+                .await
+                .unwrap();
+            assert_eq!(hashes(&lake).await, want, "{mode:?} k={k}");
+            assert_eq!(lake_rows(&lake).await["DeviceNetworkEvents"], 6);
+            // and a redelivery of everything adds nothing
+            land_resends(&lake).await;
+            assert_eq!(hashes(&lake).await, want, "{mode:?} k={k}: redelivered");
+        }
+    }
+
+    // three maintenance runs at once (three processes) beside a new source's append
+    let d = dir.path().join("race");
+    land_resends(&local_lake(&d)).await;
+    let handles: Vec<Lake> = (0..3).map(|_| local_lake(&d)).collect();
+    let late = local_lake(&d);
+    let late_lines = resends(3);
+    let late_units: Vec<Unit> = late_lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Unit::new(l.as_bytes(), i as i64))
+        .collect();
+    let opts = eager();
+    let cfg = PipelineConfig::default();
+    let source = SourceId::custom("blob://3");
+    let (runs, appended) = tokio::join!(
+        futures::future::join_all(handles.iter().map(|l| maintain(
+            l,
+            VacuumRetention::default(),
+            &opts
+        ))),
+        ingest_units(&late, &source, &late_units, &cfg)
+    );
+    appended.unwrap();
+    for r in runs {
+        for m in r.unwrap() {
+            assert!(m.error.is_none(), "{m:?}");
+        }
+    }
+    // a last run takes what the race left (the late source's shared copies)
+    maintain(&late, VacuumRetention::default(), &eager())
+        .await
+        .unwrap();
+    let h = hashes(&late).await;
+    assert_eq!(h.len(), 16 + 4, "the late source's own 4 records are kept");
+    assert!(h.windows(2).all(|w| w[0] != w[1]));
+}

@@ -253,10 +253,9 @@ pub async fn compact(
             tracing::info!(table = %table.table_url(), path, "compaction gave up: its input was compacted by another writer");
             delete_files(table, &added).await;
         }
-        Err(e) => {
-            delete_files(table, &added).await;
-            return Err(e);
-        }
+        // not known to have failed cleanly: the commit may have landed (a timeout after the
+        // write), so its files stay; vacuum removes them once no commit references them
+        Err(e) => return Err(e),
     }
     Ok(out)
 }
@@ -335,8 +334,9 @@ fn lost_race(e: &DeltaTableError) -> bool {
     )
 }
 
-/// Deletes files this compaction wrote and did not commit (best effort; a full vacuum removes
-/// what is left once it is past the retention).
+/// Deletes files this compaction wrote when it knows it did not commit them (it gave up before
+/// writing a commit); after an error the commit may have landed, and the files are left to
+/// vacuum (best effort; a full vacuum removes what is left once it is past the retention).
 async fn delete_files(table: &DeltaTable, paths: &[String]) {
     let store = table.object_store();
     for p in paths {
@@ -579,10 +579,9 @@ pub async fn dedup(table: &DeltaTable, days: u32) -> Result<Dedup, DeltaTableErr
             out.rows_removed = 0;
             delete_files(table, &added_paths).await;
         }
-        Err(e) => {
-            delete_files(table, &added_paths).await;
-            return Err(e);
-        }
+        // not known to have failed cleanly: the commit may have landed (a timeout after the
+        // write), so its files stay; vacuum removes them once no commit references them
+        Err(e) => return Err(e),
     }
     Ok(out)
 }
