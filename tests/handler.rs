@@ -751,3 +751,98 @@ async fn a_redrive_is_reachable_through_replay_and_the_work_queue() {
     let (_, resp) = post(&base, "Replay", &bad).await;
     assert_eq!(resp["Outputs"]["res"]["statusCode"], 400, "{resp}");
 }
+
+/// The data contract on the handler path: a new category lands untyped, a new key is reported
+/// by `{"drift": {}}` through Replay, in-batch re-sends are dropped and counted, and the
+/// Maintenance timer removes the re-sends of another batch and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_contract_holds_on_the_handler_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = start_server(settings(dir.path())).await;
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let rec = |cat: &str, props: &str| {
+        format!(
+            r#"{{"records":[{{"time":"{now}","category":"AdvancedHunting-{cat}","properties":{{"Timestamp":"{now}",{props}}}}}]}}"#
+        )
+    };
+    let batch = vec![
+        (1, rec("CloudAuditEvents", r#""ActionType":"Login""#)),
+        (
+            2,
+            rec(
+                "DeviceProcessEvents",
+                r#""DeviceName":"a","BrandNewKey":"v1""#,
+            ),
+        ),
+        (
+            3,
+            rec(
+                "DeviceProcessEvents",
+                r#""DeviceName":"a","BrandNewKey":"v1""#,
+            ),
+        ),
+        (4, rec("DeviceProcessEvents", r#""DeviceName":"b""#)),
+    ];
+    let (status, resp) = post(&base, "EventHubIngest", &eventhub_request("1", &batch)).await;
+    assert_eq!(status, 200, "{resp}");
+    let log = resp["Logs"][0].as_str().unwrap();
+    assert!(log.contains("4 records"), "{log}");
+    assert!(log.contains("1 duplicates dropped"), "{log}");
+    assert!(
+        log.contains("untyped tables {\"CloudAuditEvents\"}"),
+        "{log}"
+    );
+    let lake = local_lake(dir.path());
+    let rows = lake_rows(&lake).await;
+    assert_eq!(rows["DeviceProcessEvents"], 2, "{rows:?}");
+    assert_eq!(
+        rows.get("_dead_letters").copied().unwrap_or(0),
+        0,
+        "{rows:?}"
+    );
+    assert!(
+        lake.untyped_tables()
+            .await
+            .unwrap()
+            .existing
+            .contains(&"CloudAuditEvents".to_owned())
+    );
+
+    // drift through Replay, answered at once
+    let (status, resp) = post(&base, "Replay", &replay_request(r#"{"drift": {}}"#)).await;
+    assert_eq!(status, 200);
+    assert_eq!(resp["Outputs"]["res"]["statusCode"], 200, "{resp}");
+    let body: Value =
+        serde_json::from_str(resp["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+    let dpe = body["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "DeviceProcessEvents")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(dpe["items"][0]["key"], "BrandNewKey", "{body}");
+    assert_eq!(dpe["items"][0]["count"], 1, "{body}");
+    let (_, resp) = post(
+        &base,
+        "Replay",
+        &replay_request(r#"{"drift": {"since": "yesterday"}}"#),
+    )
+    .await;
+    assert_eq!(resp["Outputs"]["res"]["statusCode"], 400, "{resp}");
+
+    // the same record re-sent in another batch: kept at ingest, removed by Maintenance
+    let again = vec![(5, rec("DeviceProcessEvents", r#""DeviceName":"b""#))];
+    assert_eq!(
+        post(&base, "EventHubIngest", &eventhub_request("1", &again))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(lake_rows(&lake).await["DeviceProcessEvents"], 3);
+    let timer = json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "IsPastDue": false}}, "Metadata": {}});
+    let (status, resp) = post(&base, "Maintenance", &timer).await;
+    assert_eq!(status, 200, "{resp}");
+    let log = resp["Logs"][0].as_str().unwrap();
+    assert!(log.contains("1 duplicates removed"), "{log}");
+    assert_eq!(lake_rows(&lake).await["DeviceProcessEvents"], 2);
+}

@@ -170,6 +170,8 @@ fn summarize(function: &str, id: &str, what: &str, r: Counts<'_>, started: Insta
         typed_rows = s.typed_total(),
         dead_letters = s.dead_total(),
         rescued_values = s.rescued_total(),
+        duplicates_dropped = s.duplicates_total(),
+        untyped_tables = s.untyped_tables.len(),
         rows_written = r.written,
         rows_already_present = r.already_present,
         bytes = s.bytes,
@@ -183,12 +185,18 @@ fn summarize(function: &str, id: &str, what: &str, r: Counts<'_>, started: Insta
         "invocation"
     );
     format!(
-        "{function} {what}: {} records, {} typed rows, {} dead letters {:?}, {} rescued values; {} rows written, {} already in the lake; {} bytes; {} ms{}",
+        "{function} {what}: {} records, {} typed rows, {} dead letters {:?}, {} rescued values, {} duplicates dropped{}; {} rows written, {} already in the lake; {} bytes; {} ms{}",
         s.records,
         s.typed_total(),
         s.dead_total(),
         s.dead_letters,
         s.rescued_total(),
+        s.duplicates_total(),
+        if s.untyped_tables.is_empty() {
+            String::new()
+        } else {
+            format!(", untyped tables {:?}", s.untyped_tables)
+        },
         r.written,
         r.already_present,
         s.bytes,
@@ -530,6 +538,9 @@ async fn blob_sweep(State(st): State<Arc<AppState>>, headers: HeaderMap, _body: 
     respond("BlobSweep", &id, r)
 }
 
+/// How far back `{"drift": {}}` looks by default (drift reads `_rescued` of every file since).
+const DRIFT_DEFAULT_DAYS: u64 = 7;
+
 async fn replay(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let id = invocation_id(&headers);
     let r = async {
@@ -551,6 +562,23 @@ async fn replay(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
         };
         if caller_body.len() > MAX_REPLAY_BODY_BYTES {
             return Ok(answer(400, json!({"error": format!("the body is larger than {MAX_REPLAY_BODY_BYTES} bytes; send {{\"url\": ..., \"start_offset\": N?}} only")})));
+        }
+        // {"drift": {"since": "YYYY-MM-DD"?}}: the drift report, answered at once
+        if let Ok(v) = serde_json::from_str::<Value>(&caller_body)
+            && let Some(d) = v.get("drift")
+        {
+            let since = match d.get("since") {
+                None | Some(Value::Null) => Some(chrono::Utc::now().date_naive() - chrono::Days::new(DRIFT_DEFAULT_DAYS)),
+                Some(Value::String(t)) => match chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+                    Ok(d) => Some(d),
+                    Err(_) => return Ok(answer(400, json!({"error": "expected {\"drift\": {\"since\": \"YYYY-MM-DD\"?}}"}))),
+                },
+                Some(_) => return Ok(answer(400, json!({"error": "expected {\"drift\": {\"since\": \"YYYY-MM-DD\"?}}"}))),
+            };
+            let report = crate::sink::inspect::drift(&st.lake, since)
+                .await
+                .map_err(|e| InvocationError::Transient(e.into()))?;
+            return Ok(answer(200, json!({"since": since.map(|d| d.to_string()), "tables": report})));
         }
         // {"redrive": {"reason": .., "table": .., "since": ..}}: a redrive, run by BlobIngest
         if let Ok(v) = serde_json::from_str::<Value>(&caller_body)
@@ -620,11 +648,27 @@ async fn maintenance(
             .await
             .map_err(|e| InvocationError::Transient(e.into()))?;
         let failed = done.iter().filter(|m| m.error.is_some()).count();
+        // drift of the last day, where an operator's alert can see it
+        let since = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+        let drift = match crate::sink::inspect::drift(&st.lake, Some(since)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(function = "Maintenance", invocation_id = %id, error = %e, "drift report failed");
+                Vec::new()
+            }
+        };
+        for t in &drift {
+            let keys: Vec<String> = t.items.iter().map(|i| format!("{} {} x{}", i.kind, i.key, i.count)).collect();
+            tracing::warn!(function = "Maintenance", invocation_id = %id, table = %t.table, rows = t.rows_with_rescued, items = %keys.join(", "), "drift: values kept in _rescued (promote keys with a schema overlay)");
+        }
         tracing::info!(function = "Maintenance", invocation_id = %id, tables = done.len(), failed, ms = started.elapsed().as_millis() as u64, "maintenance");
+        let removed: u64 = done.iter().map(|m| m.dedup.rows_removed).sum();
         Ok(InvocationResponse::log(format!(
-            "Maintenance: {} tables compacted where needed, checkpointed and vacuumed, {} failed: {}",
+            "Maintenance: {} tables compacted where needed, checkpointed and vacuumed, {} failed, {} duplicates removed, {} tables with drift since {since}: {}",
             done.len() - failed,
             failed,
+            removed,
+            drift.len(),
             serde_json::to_string(&done).unwrap_or_default()
         )))
     }
