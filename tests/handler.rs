@@ -805,7 +805,7 @@ async fn the_data_contract_holds_on_the_handler_path() {
             .await
             .unwrap()
             .existing
-            .contains(&"CloudAuditEvents".to_owned())
+            .contains("CloudAuditEvents")
     );
 
     // drift through Replay, answered at once
