@@ -115,24 +115,31 @@ pub fn ingest_summary(s: &IngestSummary) -> String {
         s.lake
     );
     let _ = writeln!(o);
-    let _ = writeln!(o, "{:<28} {:>12} {:>10}", "table", "rows", "rescued");
-    for (t, n) in &s.tables {
+    let names: Vec<String> = s
+        .tables
+        .keys()
+        .map(|t| {
+            if s.untyped_tables.contains(t) {
+                format!("{t} (untyped)")
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    let w = names.iter().map(String::len).max().unwrap_or(0).max(28);
+    let _ = writeln!(o, "{:<w$} {:>12} {:>10}", "table", "rows", "rescued");
+    for (name, (t, n)) in names.iter().zip(&s.tables) {
         let r = s.rescued_by_table.get(t).copied().unwrap_or(0);
-        let name = if s.untyped_tables.contains(t) {
-            format!("{t} (untyped)")
-        } else {
-            t.clone()
-        };
-        let _ = writeln!(o, "{:<28} {:>12} {:>10}", name, thousands(*n), thousands(r));
+        let _ = writeln!(o, "{:<w$} {:>12} {:>10}", name, thousands(*n), thousands(r));
     }
     let _ = writeln!(
         o,
-        "{:<28} {:>12}",
+        "{:<w$} {:>12}",
         "_dead_letters",
         thousands(s.dead_letters)
     );
     for (r, n) in &s.dead_letters_by_reason {
-        let _ = writeln!(o, "  {:<26} {:>12}", r, thousands(*n));
+        let _ = writeln!(o, "  {:<w2$} {:>12}", r, thousands(*n), w2 = w - 2);
     }
     let _ = writeln!(o);
     let dups = if s.duplicates > 0 {
@@ -189,21 +196,27 @@ pub fn tables(
 ) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "lake {}", lake.root());
+    let names: Vec<String> = infos
+        .iter()
+        .map(|i| {
+            if i.untyped {
+                format!("{} (untyped)", i.name)
+            } else {
+                i.name.clone()
+            }
+        })
+        .collect();
+    let w = names.iter().map(String::len).max().unwrap_or(0).max(26);
     let _ = writeln!(
         o,
-        "{:<26} {:>7} {:>11} {:>6} {:>11} {:>7}  last commit",
+        "{:<w$} {:>7} {:>11} {:>6} {:>11} {:>7}  last commit",
         "table", "version", "rows", "files", "dead", "sources"
     );
-    for i in infos {
+    for (name, i) in names.iter().zip(infos) {
         let dead: u64 = i.by_reason.values().sum();
-        let name = if i.untyped {
-            format!("{} (untyped)", i.name)
-        } else {
-            i.name.clone()
-        };
         let _ = writeln!(
             o,
-            "{:<26} {:>7} {:>11} {:>6} {:>11} {:>7}  {}",
+            "{:<w$} {:>7} {:>11} {:>6} {:>11} {:>7}  {}",
             name,
             i.version,
             thousands(i.rows),
