@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the Functions package: host.json, each function's function.json, config/rules.toml,
+"""Writes the Functions package: host.json, each function's function.json, every file of
+config/ (rules.toml, and a schema overlay if you put one there: XDR_SCHEMA_FILE=config/<file>),
 and the handler binary as `xdr-ingest`, a Unix file (created-by Unix, mode 0755) so that the
 host can run it from Flex's read-only package mount, where it cannot chmod it.
 
@@ -25,7 +26,8 @@ def main() -> None:
     if len(sys.argv) != 3:
         sys.exit("usage: make_zip.py <out.zip> <binary>")
     out, binary = sys.argv[1], sys.argv[2]
-    files = ["host.json", "config/rules.toml"] + [f"{f}/function.json" for f in FUNCTIONS]
+    config = sorted(f"config/{n}" for n in os.listdir("config") if os.path.isfile(f"config/{n}"))
+    files = ["host.json"] + config + [f"{f}/function.json" for f in FUNCTIONS]
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with zipfile.ZipFile(out, "w") as z:
         for f in files:
