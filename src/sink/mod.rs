@@ -346,10 +346,27 @@ impl Lake {
         untyped: Vec<(String, RecordBatch)>,
         dead: Option<RecordBatch>,
     ) -> Result<CommitReport, SinkError> {
+        self.commit_many(
+            typed.into_iter().map(|(c, b)| (c, vec![b])).collect(),
+            untyped.into_iter().map(|(n, b)| (n, vec![b])).collect(),
+            dead.into_iter().collect(),
+        )
+        .await
+    }
+
+    /// [`Self::commit`] with several batches per table (e.g. one per input file of a chunk),
+    /// each table's written into one commit without being copied into one batch first.
+    pub async fn commit_many(
+        &self,
+        typed: Vec<(Category, Vec<RecordBatch>)>,
+        untyped: Vec<(String, Vec<RecordBatch>)>,
+        dead: Vec<RecordBatch>,
+    ) -> Result<CommitReport, SinkError> {
+        let rows = |b: &[RecordBatch]| b.iter().map(RecordBatch::num_rows).sum::<usize>();
         let mut jobs = Vec::new();
-        for (cat, batch) in typed {
-            if batch.num_rows() > 0 {
-                jobs.push((self.typed(cat)?, batch));
+        for (cat, batches) in typed {
+            if rows(&batches) > 0 {
+                jobs.push((self.typed(cat)?, batches));
             }
         }
         if !untyped.is_empty() {
@@ -359,20 +376,19 @@ impl Lake {
                 set.extend(untyped.iter().map(|(n, _)| n.clone()));
             }
         }
-        for (name, batch) in untyped {
-            if batch.num_rows() > 0 {
-                jobs.push((self.untyped(&name)?, batch));
+        for (name, batches) in untyped {
+            if rows(&batches) > 0 {
+                jobs.push((self.untyped(&name)?, batches));
             }
         }
-        if let Some(d) = dead
-            && d.num_rows() > 0
-        {
-            jobs.push((self.dead_letters()?, d));
+        if rows(&dead) > 0 {
+            jobs.push((self.dead_letters()?, dead));
         }
         let results = futures::future::join_all(jobs.iter().map(|(h, b)| async move {
             (
                 h.name().to_owned(),
-                h.append_exactly_once(b, meta::POSITION, meta::SOURCE).await,
+                h.append_exactly_once_many(b, meta::POSITION, meta::SOURCE, &[])
+                    .await,
             )
         }))
         .await;

@@ -112,6 +112,17 @@ impl Chunker {
         consumed
     }
 
+    /// Makes room for the chunk being gathered when `remaining` more bytes of input are
+    /// to come: up to a full chunk (and a line past it) at once, instead of growing by
+    /// doubling, which copies what is held at every step.
+    pub fn reserve_for(&mut self, remaining: usize) {
+        let want = remaining.min(self.chunk_bytes.saturating_add(1 << 20));
+        let free = self.data.capacity() - self.data.len();
+        if free < want {
+            self.data.reserve(want);
+        }
+    }
+
     /// Keeps at most `max_line + 1` bytes of the current line (enough to know it is over).
     fn keep(&mut self, piece: &[u8]) {
         let have = self.data.len() - self.cur_start;
