@@ -6,176 +6,22 @@
 //!
 //! `cargo bench --bench commit_latency` (full: 30 ms, 7 batches per case, medians);
 //! under `cargo test` it runs once with 2 ms so it cannot rot.
-//!
-//! The store waits on a plain thread, not a tokio timer: delta-rs runs some store calls on
-//! the delta kernel's own executor, where object_store's `ThrottledStore` (tokio `sleep`)
-//! panics for want of a timer driver.
+//! The store is `tests/common/latency_store.rs`.
 
-use std::fmt;
-use std::ops::Range;
+#[path = "../tests/common/latency_store.rs"]
+mod latency_store;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use futures::stream::{BoxStream, StreamExt};
+use latency_store::LatencyStore;
 use xdr_ingest::decode::Unit;
-use xdr_ingest::deltalake::logstore::object_store::{
-    self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
-    local::LocalFileSystem, path::Path,
-};
+use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
 use xdr_ingest::model::SourceId;
 use xdr_ingest::pipeline::{PipelineConfig, ingest_units};
 use xdr_ingest::registry::registry;
 use xdr_ingest::sink::{Lake, LakeSettings};
-
-/// Resolves after `d` on any executor (a thread sleeps, then completes a oneshot).
-async fn wait(d: Duration) {
-    let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        std::thread::sleep(d);
-        let _ = tx.send(());
-    });
-    let _ = rx.await;
-}
-
-#[derive(Debug)]
-struct LatencyStore {
-    inner: Arc<dyn ObjectStore>,
-    latency: Duration,
-    requests: Arc<AtomicU64>,
-}
-
-impl LatencyStore {
-    async fn delay(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        wait(self.latency).await;
-    }
-    fn delayed<T: Send + 'static>(&self, s: BoxStream<'static, T>) -> BoxStream<'static, T> {
-        let (latency, requests) = (self.latency, self.requests.clone());
-        futures::stream::once(async move {
-            requests.fetch_add(1, Ordering::Relaxed);
-            wait(latency).await;
-        })
-        .flat_map(move |_| futures::stream::empty())
-        .chain(s)
-        .boxed()
-    }
-}
-
-impl fmt::Display for LatencyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LatencyStore({:?}, {})", self.latency, self.inner)
-    }
-}
-
-#[derive(Debug)]
-struct LatencyUpload {
-    inner: Box<dyn MultipartUpload>,
-    latency: Duration,
-    requests: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl MultipartUpload for LatencyUpload {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        let part = self.inner.put_part(data);
-        let (latency, requests) = (self.latency, self.requests.clone());
-        Box::pin(async move {
-            requests.fetch_add(1, Ordering::Relaxed);
-            wait(latency).await;
-            part.await
-        })
-    }
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        wait(self.latency).await;
-        self.inner.complete().await
-    }
-    async fn abort(&mut self) -> object_store::Result<()> {
-        self.inner.abort().await
-    }
-}
-
-#[async_trait]
-impl ObjectStore for LatencyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.delay().await;
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.delay().await;
-        Ok(Box::new(LatencyUpload {
-            inner: self.inner.put_multipart_opts(location, opts).await?,
-            latency: self.latency,
-            requests: self.requests.clone(),
-        }))
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.delay().await;
-        self.inner.get_opts(location, options).await
-    }
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<bytes::Bytes>> {
-        self.delay().await;
-        self.inner.get_ranges(location, ranges).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.delayed(self.inner.delete_stream(locations))
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.delayed(self.inner.list(prefix))
-    }
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.delayed(self.inner.list_with_offset(prefix, offset))
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.delay().await;
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.delay().await;
-        self.inner.copy_opts(from, to, options).await
-    }
-    async fn rename_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: RenameOptions,
-    ) -> object_store::Result<()> {
-        self.delay().await;
-        self.inner.rename_opts(from, to, options).await
-    }
-}
 
 /// One Event Hub body with `per_table` records for each of `categories`.
 fn body(categories: &[&str], per_table: usize, seq: i64) -> String {
@@ -211,12 +57,11 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let requests = Arc::new(AtomicU64::new(0));
-        let store = Arc::new(LatencyStore {
-            inner: Arc::new(LocalFileSystem::new()),
-            latency: Duration::from_millis(latency_ms),
-            requests: requests.clone(),
-        });
+        let store = Arc::new(LatencyStore::new(
+            Arc::new(LocalFileSystem::new()),
+            Duration::from_millis(latency_ms),
+        ));
+        let requests = store.requests.clone();
         // as the handler runs: checkpoints left to the maintenance timer
         let settings = LakeSettings {
             store: Some(store),

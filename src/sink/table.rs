@@ -49,6 +49,21 @@ const STATS_COLUMNS: [&str; 9] = [
 /// How often an append is redone after another writer committed the same source first.
 const MAX_CONFLICT_REDOS: usize = 50;
 
+/// Appends in flight in this process at once, over all tables. delta-rs runs the delta
+/// kernel's blocking log reads on tokio's blocking pool, and those wait in turn for work of
+/// their own on the same pool: with enough appends at once (32 Event Hub partitions on one
+/// instance, 27 tables each: 864) every pool thread waited on work no thread was left to
+/// run, and the process hung (found by `tests/scale.rs`). A bound far below the pool's 512
+/// threads keeps a thread free; the appends queue for a slot instead.
+static APPEND_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+
+async fn append_slot() -> Result<tokio::sync::SemaphorePermit<'static>, SinkError> {
+    APPEND_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| SinkError::Schema("the append slots were closed".into()))
+}
+
 /// What an exactly-once append did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -340,6 +355,7 @@ impl TableHandle {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
+        let _slot = append_slot().await?;
         for attempt in 0..MAX_CONFLICT_REDOS {
             let mut table = {
                 let mut guard = self.state.lock().await;
@@ -469,6 +485,7 @@ impl TableHandle {
         if max_by_source.is_empty() {
             return Ok(AppendOutcome::default());
         }
+        let _slot = append_slot().await?;
         let mut outcome = AppendOutcome::default();
         for attempt in 0..MAX_CONFLICT_REDOS {
             // Read the watermarks and take the snapshot under the lock; write without it.
