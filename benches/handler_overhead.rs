@@ -6,8 +6,12 @@
 //! requests is not counted) and of this process for the library path. The first batch of
 //! each path (table creation, caches) is not counted.
 //!
-//! `cargo bench --bench handler_overhead` (~87 MB in batches of 100 events, 5 runs each,
-//! medians); under `cargo test` it runs once on a tiny input so it cannot rot.
+//! Then the same batches from 8 partitions at once (as when one instance serves 8
+//! partitions): their appends share commits (group commit), and the table commits and CPU
+//! seconds are reported beside those of one partition.
+//!
+//! `cargo bench --bench handler_overhead [-- --records N --runs N]` (default ~87 MB in
+//! batches of 100 events, 5 runs each, medians); under `cargo test` it runs once on a tiny input so it cannot rot.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +42,10 @@ fn cpu_seconds(pid: &str) -> f64 {
 /// The host's request for one Event Hub batch (azure-functions.md): arrays JSON-encoded
 /// inside strings, enqueued times without a zone.
 fn request(events: &[(i64, &str)]) -> String {
+    request_of("0", events)
+}
+
+fn request_of(partition: &str, events: &[(i64, &str)]) -> String {
     let bodies: Vec<&str> = events.iter().map(|(_, b)| *b).collect();
     let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
     let n = events.len();
@@ -45,7 +53,7 @@ fn request(events: &[(i64, &str)]) -> String {
         "Data": {"events": serde_json::to_string(&bodies).expect("json")},
         "Metadata": {
             "PartitionContext": {"FullyQualifiedNamespace": NAMESPACE, "EventHubName": HUB,
-                                 "ConsumerGroup": "xdr-ingest", "PartitionId": "0", "IsCheckpointingAfterInvocation": true},
+                                 "ConsumerGroup": "xdr-ingest", "PartitionId": partition, "IsCheckpointingAfterInvocation": true},
             "PartitionKeyArray": serde_json::to_string(&vec![Value::Null; n]).expect("json"),
             "OffsetArray": serde_json::to_string(&seqs.iter().map(|s| (s * 4096).to_string()).collect::<Vec<_>>()).expect("json"),
             "SequenceNumberArray": serde_json::to_string(&seqs).expect("json"),
@@ -93,8 +101,21 @@ async fn library(batches: &[Vec<(i64, &str)>]) -> f64 {
     cpu_seconds("self") - start
 }
 
-/// Through `serve`: CPU seconds of the server process for the batches after the first.
-async fn handler(requests: &[String], data_type: &str) -> f64 {
+/// Table commits in the lake at `dir` (the versions of all its tables).
+async fn commits(dir: &std::path::Path) -> u64 {
+    let lake = Lake::open(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
+    xdr_ingest::sink::inspect::lake_info(&lake)
+        .await
+        .expect("lake info")
+        .iter()
+        .map(|t| t.version)
+        .sum()
+}
+
+/// Through `serve`: CPU seconds of the server process and the table commits made for the
+/// batches after the first; `partitions` lists each partition's requests, sent in order per
+/// partition and all partitions at once.
+async fn handler(partitions: &[Vec<String>], data_type: &str) -> (f64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
@@ -121,35 +142,61 @@ async fn handler(requests: &[String], data_type: &str) -> f64 {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut start = 0.0;
-    for (i, body) in requests.iter().enumerate() {
-        if i == 1 {
-            start = cpu_seconds(&pid);
+    let post = |body: String| {
+        let client = client.clone();
+        let url = format!("{base}/EventHubIngest");
+        async move {
+            let r = client
+                .post(url)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .body(body)
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "{}",
+                r.text().await.unwrap_or_default()
+            );
+            r.bytes().await.expect("response");
         }
-        let r = client
-            .post(format!("{base}/EventHubIngest"))
-            .header("Content-Type", "application/json; charset=utf-8")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(
-            r.status().as_u16(),
-            200,
-            "{}",
-            r.text().await.unwrap_or_default()
-        );
-        r.bytes().await.expect("response");
-    }
+    };
+    // the first batch creates the tables and fills the caches: not counted
+    post(partitions[0][0].clone()).await;
+    let start = cpu_seconds(&pid);
+    let commits0 = commits(dir.path()).await;
+    futures::future::join_all(partitions.iter().enumerate().map(|(p, reqs)| {
+        let post = &post;
+        async move {
+            for body in &reqs[usize::from(p == 0)..] {
+                post(body.clone()).await;
+            }
+        }
+    }))
+    .await;
     let cpu = cpu_seconds(&pid) - start;
     let _ = child.kill();
     let _ = child.wait();
-    cpu
+    (cpu, commits(dir.path()).await - commits0)
 }
+
+/// The value of `--name N` on the command line.
+fn arg(name: &str) -> Option<usize> {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+}
+
+/// Partitions of the concurrent run.
+const PARTITIONS: usize = 8;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (records, runs) = if full { (30_000, 5) } else { (200, 1) };
+    let records = arg("--records").unwrap_or(records);
+    let runs = arg("--runs").unwrap_or(runs).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = GenerateOptions {
         records,
@@ -199,13 +246,32 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (mut lib, mut srv, mut bin) = (Vec::new(), Vec::new(), Vec::new());
+    // the same batches from 8 partitions, each with its own increasing sequence numbers
+    let fanned: Vec<Vec<String>> = (0..PARTITIONS)
+        .map(|p| {
+            batches
+                .iter()
+                .skip(p)
+                .step_by(PARTITIONS)
+                .map(|b| request_of(&p.to_string(), b))
+                .collect()
+        })
+        .collect();
+    let one = std::slice::from_ref(&requests);
+    let one_bin = std::slice::from_ref(&binary_requests);
+    let (mut lib, mut srv, mut bin, mut fan) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut srv_commits, mut fan_commits) = (0, 0);
     for _ in 0..runs {
         lib.push(rt.block_on(library(&batches)));
-        srv.push(rt.block_on(handler(&requests, "string")));
-        bin.push(rt.block_on(handler(&binary_requests, "binary")));
+        let (cpu, c) = rt.block_on(handler(one, "string"));
+        srv.push(cpu);
+        srv_commits = c;
+        bin.push(rt.block_on(handler(one_bin, "binary")).0);
+        let (cpu, c) = rt.block_on(handler(&fanned, "string"));
+        fan.push(cpu);
+        fan_commits = c;
     }
-    let (lib, srv, bin) = (median(lib), median(srv), median(bin));
+    let (lib, srv, bin, fan) = (median(lib), median(srv), median(bin), median(fan));
     // the host protocol's part: parsing the invocation and its JSON-in-JSON event array
     let protocol = |reqs: &[String], data_type| {
         let start = cpu_seconds("self");
@@ -236,5 +302,15 @@ fn main() {
     println!(
         "  serve, dataType binary: {bin:>6.2} CPU s = {:+.1} % vs the library (host protocol alone: {proto_bin:.2} CPU s)",
         pct(bin)
+    );
+    let batches_counted = batches.len().saturating_sub(1).max(1) as f64;
+    println!(
+        "  serve, one partition:   {srv:>6.2} CPU s, {srv_commits} table commits ({:.1} a batch)",
+        srv_commits as f64 / batches_counted
+    );
+    println!(
+        "  serve, {PARTITIONS} partitions at once: {fan:>6.2} CPU s = {:+.1} % vs one partition, {fan_commits} table commits ({:.1} a batch: appends of concurrent partitions share commits)",
+        (fan / srv.max(1e-9) - 1.0) * 100.0,
+        fan_commits as f64 / batches_counted
     );
 }

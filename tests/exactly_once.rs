@@ -4,6 +4,8 @@
 mod common;
 #[path = "common/failing_store.rs"]
 mod failing_store;
+#[path = "common/latency_store.rs"]
+mod latency_store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +14,7 @@ use std::sync::atomic::Ordering;
 
 use common::*;
 use failing_store::{FailMode, FailingStore};
+use latency_store::LatencyStore;
 use xdr_ingest::decode::Unit;
 use xdr_ingest::deltalake::logstore::object_store::local::LocalFileSystem;
 use xdr_ingest::ingest::{FileOptions, ingest_file};
@@ -233,6 +236,109 @@ async fn two_writers_on_one_lake() {
         );
         assert_no_duplicates(&a).await;
     }
+}
+
+/// One instance serving many partitions (one lake handle): their concurrent appends to a table
+/// share commits (group commit), each with its own txn; a partition delivered twice at once
+/// (its redelivery racing the original) never has its two appends merged into one commit, so
+/// nothing is doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_groups_partitions_into_shared_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(local_lake(dir.path()));
+    let evs = events(60);
+    let chunks = 3;
+    let mut tasks = Vec::new();
+    for p in 0..8 {
+        let lake = lake.clone();
+        let evs = evs.clone();
+        tasks.push(tokio::spawn(async move {
+            let source = SourceId::event_hub("ns", "defender", &p.to_string());
+            for w in evs.chunks(evs.len() / chunks) {
+                deliver(&lake, &source, w).await
+            }
+        }));
+    }
+    // partition 0 again at once, with other batch boundaries
+    {
+        let lake = lake.clone();
+        let evs = evs.clone();
+        tasks.push(tokio::spawn(async move {
+            let source = SourceId::event_hub("ns", "defender", "0");
+            for w in evs.chunks(25) {
+                deliver(&lake, &source, w).await
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows = lake_rows(&lake).await;
+    assert_eq!(
+        non_meta(&rows).values().sum::<u64>(),
+        8 * total_records(&evs)
+    );
+    assert_no_duplicates(&lake).await;
+    // 8 partitions x 3 batches reached DeviceProcessEvents (the racing redelivery adds
+    // more); one commit each would be 24 versions after the create
+    let info = xdr_ingest::sink::inspect::lake_info(&lake).await.unwrap();
+    let dpe = info
+        .iter()
+        .find(|t| t.name == "DeviceProcessEvents")
+        .unwrap();
+    assert_eq!(dpe.sources.len(), 8, "{:?}", dpe.sources);
+    assert!(
+        dpe.version < (8 * chunks) as u64,
+        "concurrent partitions should share commits: version {}",
+        dpe.version
+    );
+}
+
+/// A caller dropped while the commit it leads carries other callers' appends (an invocation
+/// the host gave up on, whose connection closed) fails none of them: the group's commit runs
+/// in a task of its own. The dropped caller's own append is made whole by its redelivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_caller_does_not_fail_the_appends_its_commit_carries() {
+    use std::time::Duration;
+    use xdr_ingest::sink::runs::{RunCounts, RunRow, record_runs};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LatencyStore::new(
+        Arc::new(LocalFileSystem::new()),
+        Duration::from_millis(20),
+    ));
+    let settings = LakeSettings {
+        store: Some(store),
+        ..Default::default()
+    };
+    let lake = Arc::new(Lake::open(dir.path().to_str().unwrap(), settings).unwrap());
+    let append = |lake: Arc<Lake>, partition: &str| {
+        let source = SourceId::event_hub("ns", "hub", partition);
+        async move {
+            let row = RunRow::chunk(&source, 0, 10, RunCounts::default(), 0);
+            record_runs(&lake, &[row]).await
+        }
+    };
+    append(lake.clone(), "warm-up").await.unwrap();
+    // X commits alone, slowly; A, B and C queue behind it, and A leads the next commit
+    let x = tokio::spawn(append(lake.clone(), "x"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let a = tokio::spawn(append(lake.clone(), "a"));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b = tokio::spawn(append(lake.clone(), "b"));
+    let c = tokio::spawn(append(lake.clone(), "c"));
+    x.await.unwrap().unwrap();
+    // A's commit (of A, B and C) is in flight: drop A
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    a.abort();
+    let (b, c) = (b.await.unwrap(), c.await.unwrap());
+    assert!(b.is_ok() && c.is_ok(), "{b:?} {c:?}");
+    // A's redelivery: its row once, whether the dropped call had landed it or not
+    append(lake.clone(), "a").await.unwrap();
+    append(lake.clone(), "a").await.unwrap();
+    let info = xdr_ingest::sink::inspect::lake_info(&lake).await.unwrap();
+    let runs = info.iter().find(|t| t.name == "_ingest_runs").unwrap();
+    assert_eq!(runs.rows, 5, "{runs:?}");
+    assert_eq!(runs.sources.len(), 5, "{:?}", runs.sources);
 }
 
 /// Files per table, as the Delta logs list them.

@@ -40,6 +40,13 @@ pub enum SinkError {
         "table {table}: gave up after {attempts} redos against concurrent writers of the same source"
     )]
     ConflictRetries { table: String, attempts: usize },
+    /// The commit that was to carry this append stopped before it said how it went (its task
+    /// panicked or was dropped): the append may or may not have landed; a redelivery is exact.
+    #[error("table {table}: the commit carrying this append was abandoned; deliver it again")]
+    Abandoned { table: String },
+    /// The error of a commit that carried several appends (group commit), given to each.
+    #[error(transparent)]
+    Group(std::sync::Arc<SinkError>),
     /// Several tables of one batch failed (each would say the same): the count and the first.
     #[error("{failed} of {total} tables could not commit; the first: {first}")]
     Tables {
@@ -209,13 +216,16 @@ impl Lake {
                 location: self.root.to_string(),
                 msg: e.to_string(),
             })?;
-        let h = Arc::new(TableHandle::new(
-            name.to_owned(),
-            url,
-            schema(),
-            partition_by,
-            self.settings.clone(),
-        ));
+        let h = Arc::new_cyclic(|me| {
+            TableHandle::new(
+                name.to_owned(),
+                url,
+                schema(),
+                partition_by,
+                self.settings.clone(),
+                me.clone(),
+            )
+        });
         tables.insert(name.to_owned(), h.clone());
         Ok(h)
     }

@@ -1,9 +1,10 @@
 //! One Delta table of the lake: opened or created on first use, its state cached and refreshed
 //! incrementally, and the exactly-once append of DESIGN.md section 4 (txn watermark, filter,
-//! commit against the same snapshot, redo on `ConcurrentTransaction`).
+//! commit against the same snapshot, redo on `ConcurrentTransaction`), with concurrent appends
+//! of different sources grouped into one commit.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use deltalake::arrow::array::{
@@ -57,6 +58,9 @@ const MAX_CONFLICT_REDOS: usize = 50;
 /// threads keeps a thread free; the appends queue for a slot instead.
 static APPEND_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
 
+/// Appends of different sources that one commit may carry at most (group commit).
+const MAX_GROUP: usize = 64;
+
 async fn append_slot() -> Result<tokio::sync::SemaphorePermit<'static>, SinkError> {
     APPEND_SLOTS
         .acquire()
@@ -77,6 +81,28 @@ pub struct AppendOutcome {
     pub redone: u32,
 }
 
+/// An exactly-once append waiting for the table's committer (see
+/// [`TableHandle::append_keyed_many`]).
+struct Pending {
+    batches: Vec<RecordBatch>,
+    keys: Vec<(StringArray, Int64Array)>,
+    extra_txns: Vec<(String, i64)>,
+    /// The highest position of each source with rows.
+    max_by_source: HashMap<String, i64>,
+    rows: u64,
+    reply: tokio::sync::oneshot::Sender<Result<AppendOutcome, SinkError>>,
+}
+
+impl Pending {
+    /// Every txn app id this append may commit.
+    fn app_ids(&self) -> impl Iterator<Item = &str> {
+        self.max_by_source
+            .keys()
+            .map(String::as_str)
+            .chain(self.extra_txns.iter().map(|(s, _)| s.as_str()))
+    }
+}
+
 struct State {
     table: DeltaTable,
     /// Txn version per app id, exact as of `table.version()`. Ids not in the map are looked
@@ -95,6 +121,12 @@ pub struct TableHandle {
     partition_by: Option<&'static str>,
     settings: Arc<LakeSettings>,
     state: Mutex<Option<State>>,
+    /// Appends waiting to be committed, oldest first.
+    queue: std::sync::Mutex<VecDeque<Pending>>,
+    /// Held by the one caller that commits for everyone queued (the group's leader).
+    committer: Arc<Mutex<()>>,
+    /// This handle, for the task a group's commit runs in.
+    me: Weak<TableHandle>,
 }
 
 impl TableHandle {
@@ -104,6 +136,7 @@ impl TableHandle {
         schema: SchemaRef,
         partition_by: Option<&'static str>,
         settings: Arc<LakeSettings>,
+        me: Weak<TableHandle>,
     ) -> Self {
         TableHandle {
             name,
@@ -112,6 +145,9 @@ impl TableHandle {
             partition_by,
             settings,
             state: Mutex::new(None),
+            queue: std::sync::Mutex::new(VecDeque::new()),
+            committer: Arc::new(Mutex::new(())),
+            me,
         }
     }
 
@@ -455,13 +491,29 @@ impl TableHandle {
         .await
     }
 
+    /// The exactly-once append, grouped: the call queues its rows, and whichever caller holds
+    /// the table's committer takes every queued append of other sources (up to [`MAX_GROUP`])
+    /// into one commit, with each source's own txn. Concurrent Event Hub partitions served by
+    /// one instance thus share one commit per table instead of racing for versions. A caller
+    /// alone commits at once, as before; one that finds a commit in flight waits at most for
+    /// it and its own. Appends of the same source (or sharing any txn app id) never share a
+    /// commit: they are committed in the order they came, each filtered by the watermark the
+    /// one before it left.
     async fn append_keyed_many(
         &self,
         batches: &[RecordBatch],
         keys: &[(StringArray, Int64Array)],
         extra_txns: &[(String, i64)],
     ) -> Result<AppendOutcome, SinkError> {
-        let total: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if batches.len() != keys.len() {
+            return Err(SinkError::Schema(format!(
+                "{}: txn keys for {} batches, {} given",
+                self.name,
+                batches.len(),
+                keys.len()
+            )));
+        }
         for (batch, (sources, positions)) in batches.iter().zip(keys) {
             if sources.len() != batch.num_rows() || positions.len() != batch.num_rows() {
                 return Err(SinkError::Schema(format!(
@@ -473,90 +525,189 @@ impl TableHandle {
             }
         }
         // highest position per source
-        let mut max_by_source: HashMap<&str, i64> = HashMap::new();
+        let mut max_by_source: HashMap<String, i64> = HashMap::new();
         for (sources, positions) in keys {
             for (s, p) in sources.iter().zip(positions.iter()) {
                 if let (Some(s), Some(p)) = (s, p) {
-                    let m = max_by_source.entry(s).or_insert(p);
-                    *m = (*m).max(p);
+                    match max_by_source.get_mut(s) {
+                        Some(m) => *m = (*m).max(p),
+                        None => {
+                            max_by_source.insert(s.to_owned(), p);
+                        }
+                    }
                 }
             }
         }
         if max_by_source.is_empty() {
             return Ok(AppendOutcome::default());
         }
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.queue_lock().push_back(Pending {
+            batches: batches.to_vec(),
+            keys: keys.to_vec(),
+            extra_txns: extra_txns.to_vec(),
+            max_by_source,
+            rows,
+            reply,
+        });
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut answer => {
+                    return r.unwrap_or_else(|_| {
+                        Err(SinkError::Abandoned {
+                            table: self.name.clone(),
+                        })
+                    });
+                }
+                leader = self.committer.clone().lock_owned() => {
+                    let group = self.take_group();
+                    if group.is_empty() {
+                        continue; // a previous leader committed ours: its answer is waiting
+                    }
+                    // The group's commit runs in a task of its own: a caller dropped
+                    // mid-commit (an invocation the host gave up on) must not fail the
+                    // appends of other callers it carries. It holds the committer until done.
+                    let Some(me) = self.me.upgrade() else {
+                        let result = self.commit_group_in_slot(&group).await;
+                        answer_group(group, result);
+                        continue;
+                    };
+                    let task = tokio::spawn(async move {
+                        let _leader = leader;
+                        let result = me.commit_group_in_slot(&group).await;
+                        answer_group(group, result);
+                    });
+                    // (a panic in the task drops the group's answers: they read as abandoned)
+                    let _ = task.await;
+                }
+            }
+        }
+    }
+
+    fn queue_lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The oldest queued appends with no txn app id in common, up to [`MAX_GROUP`]; the rest
+    /// stay queued in their order.
+    fn take_group(&self) -> Vec<Pending> {
+        let mut queue = self.queue_lock();
+        let mut ids: HashSet<String> = HashSet::new();
+        let mut group = Vec::new();
+        let mut rest = VecDeque::new();
+        while let Some(p) = queue.pop_front() {
+            if group.len() < MAX_GROUP && p.app_ids().all(|id| !ids.contains(id)) {
+                ids.extend(p.app_ids().map(str::to_owned));
+                group.push(p);
+            } else {
+                // a later append of the same source stays behind this one
+                ids.extend(p.app_ids().map(str::to_owned));
+                rest.push_back(p);
+            }
+        }
+        *queue = rest;
+        group
+    }
+
+    /// [`Self::commit_group`] in one of the process's append slots.
+    async fn commit_group_in_slot(
+        &self,
+        group: &[Pending],
+    ) -> Result<Vec<AppendOutcome>, SinkError> {
         let _slot = append_slot().await?;
-        let mut outcome = AppendOutcome::default();
+        self.commit_group(group).await
+    }
+
+    /// Commits `group` (appends of disjoint sources) as one exactly-once commit and says
+    /// what each append did.
+    async fn commit_group(&self, group: &[Pending]) -> Result<Vec<AppendOutcome>, SinkError> {
+        let mut outcomes = vec![AppendOutcome::default(); group.len()];
         for attempt in 0..MAX_CONFLICT_REDOS {
             // Read the watermarks and take the snapshot under the lock; write without it.
             let (mut table, watermarks) = {
                 let mut guard = self.state.lock().await;
                 self.refresh(&mut guard).await?;
                 let st = guard.as_mut().expect("refreshed");
-                let mut w: HashMap<&str, Option<i64>> = HashMap::with_capacity(max_by_source.len());
-                for s in max_by_source.keys() {
+                let mut w: HashMap<&str, Option<i64>> = HashMap::new();
+                for s in group.iter().flat_map(|p| p.max_by_source.keys()) {
                     w.insert(s, self.watermark(st, s).await?);
                 }
                 (st.table.clone(), w)
             };
-            let mut rows = Vec::with_capacity(batches.len());
-            let mut written = 0u64;
-            // a txn for every source that has rows here
-            let mut txns: Vec<(String, i64)> = extra_txns.to_vec();
-            let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
-            for (batch, (sources, positions)) in batches.iter().zip(keys) {
-                // a source with no txn yet takes every row (whatever its position's sign)
-                let keep: BooleanArray = sources
-                    .iter()
-                    .zip(positions.iter())
-                    .map(|(s, p)| match (s, p) {
-                        (Some(s), Some(p)) => Some(match watermarks.get(s).copied().flatten() {
-                            Some(w) => p > w,
-                            None => true,
-                        }),
-                        _ => Some(false),
-                    })
-                    .collect();
-                let n = keep.true_count();
-                if n == 0 {
-                    continue;
-                }
-                written += n as u64;
-                rows.push(if n == batch.num_rows() {
-                    batch.clone()
-                } else {
-                    filter_record_batch(batch, &keep)?
-                });
-                for (s, k) in sources.iter().zip(keep.iter()) {
-                    if let (Some(s), Some(true)) = (s, k)
-                        && seen.insert(s)
-                    {
-                        txns.push((s.to_owned(), max_by_source[s]));
+            let mut rows = Vec::new();
+            let mut written = vec![0u64; group.len()];
+            let mut txns: Vec<(String, i64)> = Vec::new();
+            for (i, p) in group.iter().enumerate() {
+                // a txn for every source that has rows here
+                let mut seen: HashSet<&str> = HashSet::new();
+                for (batch, (sources, positions)) in p.batches.iter().zip(&p.keys) {
+                    // a source with no txn yet takes every row (whatever its position's sign)
+                    let keep: BooleanArray = sources
+                        .iter()
+                        .zip(positions.iter())
+                        .map(|(s, p)| match (s, p) {
+                            (Some(s), Some(p)) => {
+                                Some(match watermarks.get(s).copied().flatten() {
+                                    Some(w) => p > w,
+                                    None => true,
+                                })
+                            }
+                            _ => Some(false),
+                        })
+                        .collect();
+                    let n = keep.true_count();
+                    if n == 0 {
+                        continue;
+                    }
+                    written[i] += n as u64;
+                    rows.push(if n == batch.num_rows() {
+                        batch.clone()
+                    } else {
+                        filter_record_batch(batch, &keep)?
+                    });
+                    for (s, k) in sources.iter().zip(keep.iter()) {
+                        if let (Some(s), Some(true)) = (s, k)
+                            && seen.insert(s)
+                        {
+                            txns.push((s.to_owned(), p.max_by_source[s]));
+                        }
                     }
                 }
+                // state that moves with the rows, only when rows move
+                if written[i] > 0 {
+                    txns.extend(p.extra_txns.iter().cloned());
+                }
             }
-            if written == 0 {
-                outcome.already_present = total;
-                return Ok(outcome);
+            if rows.is_empty() {
+                for (o, p) in outcomes.iter_mut().zip(group) {
+                    o.already_present = p.rows;
+                }
+                return Ok(outcomes);
             }
             let started = Instant::now();
+            let total_written: u64 = written.iter().sum();
             match self.commit(&mut table, rows, &txns).await {
                 Ok(version) => {
                     tracing::debug!(
-                        table = %self.name, sources = txns.len(), version, rows = written,
-                        ms = started.elapsed().as_millis() as u64, "committed"
+                        table = %self.name, appends = group.len(), sources = txns.len(), version,
+                        rows = total_written, ms = started.elapsed().as_millis() as u64, "committed"
                     );
                     self.install(table).await;
-                    outcome.written = written;
-                    outcome.already_present = total - written;
-                    outcome.version = Some(version);
-                    return Ok(outcome);
+                    for ((o, p), w) in outcomes.iter_mut().zip(group).zip(written) {
+                        o.written = w;
+                        o.already_present = p.rows - w;
+                        o.version = (w > 0).then_some(version);
+                    }
+                    return Ok(outcomes);
                 }
                 Err(e) if is_conflict(&e) => {
                     // Another writer committed one of these sources meanwhile (it may have
                     // written these rows), or changed the table: reload, re-read, redo.
                     tracing::info!(table = %self.name, attempt, error = %e, "commit conflict; redoing against the new snapshot");
-                    outcome.redone += 1;
+                    for o in &mut outcomes {
+                        o.redone += 1;
+                    }
                     continue;
                 }
                 Err(e) => return Err(self.err(e)),
@@ -610,6 +761,29 @@ impl TableHandle {
             let old = st.table.version();
             st.table = table;
             self.advance_txns(st, old).await;
+        }
+    }
+}
+
+/// Hands each append of a group its outcome, or the group's error (shared when several
+/// appends carried it).
+fn answer_group(group: Vec<Pending>, result: Result<Vec<AppendOutcome>, SinkError>) {
+    match result {
+        Ok(outcomes) => {
+            for (p, o) in group.into_iter().zip(outcomes) {
+                let _ = p.reply.send(Ok(o));
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            if let Some(p) = group.into_iter().next() {
+                let _ = p.reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            let shared = Arc::new(e);
+            for p in group {
+                let _ = p.reply.send(Err(SinkError::Group(shared.clone())));
+            }
         }
     }
 }

@@ -33,7 +33,10 @@ pub struct Scale {
 #[derive(Debug)]
 pub struct ScaleReport {
     pub wall_s: f64,
-    /// Table commits that landed (typed tables, `_ingest_runs`).
+    /// Table appends the batches asked for (27 a batch: 26 tables and `_ingest_runs`).
+    pub appends: u64,
+    /// Table commits that landed (typed tables, `_ingest_runs`); fewer than `appends` when
+    /// one process groups its partitions' appends.
     pub commits: u64,
     pub commits_per_s: f64,
     /// Commit attempts that found their version taken (delta-rs then retries at the next).
@@ -155,6 +158,7 @@ pub async fn run(dir: &std::path::Path, s: &Scale) -> ScaleReport {
         .collect();
     ScaleReport {
         wall_s,
+        appends: (s.writers * s.batches * 27) as u64,
         commits,
         commits_per_s: commits as f64 / wall_s,
         conflicts,
@@ -182,9 +186,12 @@ impl ScaleReport {
             s.latency.as_millis()
         );
         println!(
-            "  {:.1} s, {} commits = {:.1} commits/s ({:.2} per table per s); {} lost version races ({:.0} % of attempts), {} appends redone",
+            "  {:.1} s, {:.2} batches/s; {} table appends in {} commits ({:.1} appends a commit) = {:.1} commits/s ({:.2} per table per s); {} lost version races ({:.0} % of attempts), {} appends redone",
             self.wall_s,
+            (s.writers * s.batches) as f64 / self.wall_s,
+            self.appends,
             self.commits,
+            self.appends as f64 / self.commits.max(1) as f64,
             self.commits_per_s,
             self.commits_per_s / 27.0,
             self.conflicts,
