@@ -58,12 +58,21 @@ pub async fn ingest_event_batch(
     check_positions(units).map_err(EventBatchError::Positions)?;
     let started_at = chrono::Utc::now().timestamp_micros();
     let runs = lake.ingest_runs()?;
-    let epoch = runs.txn_versions(&[&epoch_txn(partition)]).await?[0].unwrap_or(0);
-    let epoch = u32::try_from(epoch).unwrap_or(0);
-    let current = epoch_source(partition, epoch);
-    let state = runs
-        .txn_versions(&[current.as_str(), &enqueued_txn(&current)])
+    // The partition's epoch and the first epoch's state in one read of `_ingest_runs` (a
+    // refresh under its lock, shared by every partition of the instance); a later epoch,
+    // which only a recreated hub makes, takes a second read.
+    let first = epoch_source(partition, 0);
+    let read = runs
+        .txn_versions(&[&epoch_txn(partition), first.as_str(), &enqueued_txn(&first)])
         .await?;
+    let epoch = u32::try_from(read[0].unwrap_or(0)).unwrap_or(0);
+    let state = if epoch == 0 {
+        read[1..].to_vec()
+    } else {
+        let current = epoch_source(partition, epoch);
+        runs.txn_versions(&[current.as_str(), &enqueued_txn(&current)])
+            .await?
+    };
     let continuity = classify(units, epoch, state[0], state[1]);
     let source = epoch_source(partition, continuity.epoch);
     if let Some(w) = continuity.restarted_after {
