@@ -10,8 +10,8 @@
 //! partitions): their appends share commits (group commit), and the table commits and CPU
 //! seconds are reported beside those of one partition.
 //!
-//! `cargo bench --bench handler_overhead [-- --records N --runs N]` (default ~87 MB in
-//! batches of 100 events, 5 runs each, medians); under `cargo test` it runs once on a tiny input so it cannot rot.
+//! `cargo bench --bench handler_overhead [-- --records N --runs N --per-batch N]` (default
+//! ~87 MB in batches of 100 events, 5 runs each, medians); under `cargo test` it runs once on a tiny input so it cannot rot.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,27 @@ async fn library(batches: &[Vec<(i64, &str)>]) -> f64 {
     cpu_seconds("self") - start
 }
 
+/// A field of /proc/<pid>/status in MB (`VmRSS`, `VmHWM`).
+fn status_mb(pid: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// What one `serve` run measured, the first batch excluded.
+struct Served {
+    cpu: f64,
+    commits: u64,
+    /// Resident memory after the first batch (tables created, caches filled), MB.
+    rest_mb: f64,
+    /// Peak resident memory over the counted batches, MB.
+    peak_mb: f64,
+}
+
 /// Table commits in the lake at `dir` (the versions of all its tables).
 async fn commits(dir: &std::path::Path) -> u64 {
     let lake = Lake::open(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
@@ -112,10 +133,10 @@ async fn commits(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Through `serve`: CPU seconds of the server process and the table commits made for the
+/// Through `serve`: CPU seconds, table commits and memory of the server process for the
 /// batches after the first; `partitions` lists each partition's requests, sent in order per
 /// partition and all partitions at once.
-async fn handler(partitions: &[Vec<String>], data_type: &str) -> (f64, u64) {
+async fn handler(partitions: &[Vec<String>], data_type: &str) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
@@ -164,6 +185,9 @@ async fn handler(partitions: &[Vec<String>], data_type: &str) -> (f64, u64) {
     };
     // the first batch creates the tables and fills the caches: not counted
     post(partitions[0][0].clone()).await;
+    let rest_mb = status_mb(&pid, "VmRSS");
+    // reset the peak to the current RSS (Linux: 5 to clear_refs)
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
     let start = cpu_seconds(&pid);
     let commits0 = commits(dir.path()).await;
     futures::future::join_all(partitions.iter().enumerate().map(|(p, reqs)| {
@@ -176,9 +200,15 @@ async fn handler(partitions: &[Vec<String>], data_type: &str) -> (f64, u64) {
     }))
     .await;
     let cpu = cpu_seconds(&pid) - start;
+    let peak_mb = status_mb(&pid, "VmHWM");
     let _ = child.kill();
     let _ = child.wait();
-    (cpu, commits(dir.path()).await - commits0)
+    Served {
+        cpu,
+        commits: commits(dir.path()).await - commits0,
+        rest_mb,
+        peak_mb,
+    }
 }
 
 /// The value of `--name N` on the command line.
@@ -220,7 +250,9 @@ fn main() {
         .collect();
     // the host's default batch: up to 100 events (host.json maxEventBatchSize); tiny runs
     // still make several batches
-    let per_batch = if full { 100 } else { 4 };
+    let per_batch = arg("--per-batch")
+        .unwrap_or(if full { 100 } else { 4 })
+        .max(1);
     let batches: Vec<Vec<(i64, &str)>> = events.chunks(per_batch).map(|c| c.to_vec()).collect();
     let requests: Vec<String> = batches.iter().map(|b| request(b)).collect();
     // the same batches as the host sends them with `dataType: binary`: base64 bodies
@@ -260,17 +292,22 @@ fn main() {
     let one = std::slice::from_ref(&requests);
     let one_bin = std::slice::from_ref(&binary_requests);
     let (mut lib, mut srv, mut bin, mut fan) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut srv_commits, mut fan_commits) = (0, 0);
+    let (mut srv_last, mut fan_last) = (None, None);
     for _ in 0..runs {
         lib.push(rt.block_on(library(&batches)));
-        let (cpu, c) = rt.block_on(handler(one, "string"));
-        srv.push(cpu);
-        srv_commits = c;
-        bin.push(rt.block_on(handler(one_bin, "binary")).0);
-        let (cpu, c) = rt.block_on(handler(&fanned, "string"));
-        fan.push(cpu);
-        fan_commits = c;
+        let s = rt.block_on(handler(one, "string"));
+        srv.push(s.cpu);
+        srv_last = Some(s);
+        bin.push(rt.block_on(handler(one_bin, "binary")).cpu);
+        let f = rt.block_on(handler(&fanned, "string"));
+        fan.push(f.cpu);
+        fan_last = Some(f);
     }
+    let (srv_last, fan_last) = (
+        srv_last.expect("at least one run"),
+        fan_last.expect("at least one run"),
+    );
+    let mean_batch_mb = mb / batches.len().max(1) as f64;
     let (lib, srv, bin, fan) = (median(lib), median(srv), median(bin), median(fan));
     // the host protocol's part: parsing the invocation and its JSON-in-JSON event array
     let protocol = |reqs: &[String], data_type| {
@@ -305,12 +342,18 @@ fn main() {
     );
     let batches_counted = batches.len().saturating_sub(1).max(1) as f64;
     println!(
-        "  serve, one partition:   {srv:>6.2} CPU s, {srv_commits} table commits ({:.1} a batch)",
-        srv_commits as f64 / batches_counted
+        "  serve, one partition:   {srv:>6.2} CPU s, {} table commits ({:.1} a batch); RSS {:.0} MB after the first batch, peak {:.0} MB with {mean_batch_mb:.1} MB batches",
+        srv_last.commits,
+        srv_last.commits as f64 / batches_counted,
+        srv_last.rest_mb,
+        srv_last.peak_mb
     );
     println!(
-        "  serve, {PARTITIONS} partitions at once: {fan:>6.2} CPU s = {:+.1} % vs one partition, {fan_commits} table commits ({:.1} a batch: appends of concurrent partitions share commits)",
+        "  serve, {PARTITIONS} partitions at once: {fan:>6.2} CPU s = {:+.1} % vs one partition, {} table commits ({:.1} a batch: appends of concurrent partitions share commits); RSS {:.0} MB after the first batch, peak {:.0} MB",
         (fan / srv.max(1e-9) - 1.0) * 100.0,
-        fan_commits as f64 / batches_counted
+        fan_last.commits,
+        fan_last.commits as f64 / batches_counted,
+        fan_last.rest_mb,
+        fan_last.peak_mb
     );
 }
