@@ -11,7 +11,8 @@
 //! seconds are reported beside those of one partition.
 //!
 //! `cargo bench --bench handler_overhead [-- --records N --runs N --per-batch N]` (default
-//! ~87 MB in batches of 100 events, 5 runs each, medians); under `cargo test` it runs once on a tiny input so it cannot rot.
+//! ~87 MB in batches of 100 events, 5 runs each, medians; `XDR_BENCH_BIN` runs `serve` from
+//! another build, e.g. the shipped one); under `cargo test` it runs once on a tiny input so it cannot rot.
 
 use std::time::{Duration, Instant};
 
@@ -143,7 +144,10 @@ async fn handler(partitions: &[Vec<String>], data_type: &str) -> Served {
         .local_addr()
         .expect("addr")
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xdr-ingest"))
+    // `XDR_BENCH_BIN`: another build of the binary (e.g. the shipped static one)
+    let bin =
+        std::env::var("XDR_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_xdr-ingest").into());
+    let mut child = std::process::Command::new(bin)
         .arg("serve")
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("XDR_LAKE", dir.path())
