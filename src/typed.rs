@@ -342,6 +342,70 @@ fn to_f64(raw: &str, first: u8) -> Option<Option<f64>> {
 }
 
 /// The rows of one typed table built from one batch.
+/// The lineage columns every typed and untyped row carries, `_raw` to `_ingested_at`.
+struct Lineage {
+    raw: StringBuilder,
+    tenant: StringBuilder,
+    time: TimestampMicrosecondBuilder,
+    source: StringBuilder,
+    position: Int64Builder,
+    enqueued: TimestampMicrosecondBuilder,
+    ingested: TimestampMicrosecondBuilder,
+}
+
+impl Lineage {
+    fn with_capacity(cap: usize, raw_bytes: usize) -> Self {
+        Lineage {
+            raw: StringBuilder::with_capacity(cap, raw_bytes),
+            tenant: StringBuilder::with_capacity(cap, cap * 36),
+            time: ts_builder(cap),
+            source: StringBuilder::with_capacity(cap, cap * 48),
+            position: Int64Builder::with_capacity(cap),
+            enqueued: ts_builder(cap),
+            ingested: ts_builder(cap),
+        }
+    }
+
+    /// One row: the record's text, its envelope's `tenantId` and `time`, where it came from.
+    fn append(
+        &mut self,
+        raw: &str,
+        tenant_id: Option<&RawValue>,
+        time: Option<&RawValue>,
+        unit: &Unit<'_>,
+        ctx: &BuildContext,
+    ) {
+        self.raw.append_value(raw);
+        match tenant_id.map(|t| t.get()) {
+            None | Some("null") => self.tenant.append_null(),
+            Some(t) => match json::as_str(t) {
+                Some(s) => self.tenant.append_value(s),
+                None => self.tenant.append_value(t),
+            },
+        }
+        self.time.append_option(
+            time.and_then(|t| json::as_str(t.get()))
+                .and_then(|s| json::parse_timestamp_micros(&s)),
+        );
+        self.source.append_value(&ctx.source);
+        self.position.append_value(unit.position);
+        self.enqueued.append_option(unit.enqueued_at);
+        self.ingested.append_value(ctx.ingested_at);
+    }
+
+    fn finish_into(&mut self, columns: &mut Vec<(&str, ArrayRef)>) {
+        columns.extend([
+            (meta::RAW, Arc::new(self.raw.finish()) as ArrayRef),
+            (meta::TENANT_ID, Arc::new(self.tenant.finish())),
+            (meta::TIME, Arc::new(self.time.finish())),
+            (meta::SOURCE, Arc::new(self.source.finish())),
+            (meta::POSITION, Arc::new(self.position.finish())),
+            (meta::ENQUEUED_AT, Arc::new(self.enqueued.finish())),
+            (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
+        ]);
+    }
+}
+
 pub struct TypedRows {
     pub category: Category,
     pub batch: RecordBatch,
@@ -361,13 +425,7 @@ pub struct TableBatchBuilder<'a> {
     slots: Vec<Option<&'a RawValue>>,
     /// Indexes (into the record's properties) of keys the registry does not know.
     extras: Vec<usize>,
-    raw: StringBuilder,
-    tenant: StringBuilder,
-    time: TimestampMicrosecondBuilder,
-    source: StringBuilder,
-    position: Int64Builder,
-    enqueued: TimestampMicrosecondBuilder,
-    ingested: TimestampMicrosecondBuilder,
+    lineage: Lineage,
     rescued: StringBuilder,
     date: Date32Builder,
     record_index: Vec<u32>,
@@ -438,13 +496,7 @@ impl<'a> TableBatchBuilder<'a> {
             ts_col: table.column_index("Timestamp"),
             slots: vec![None; table.columns.len()],
             extras: Vec::new(),
-            raw: StringBuilder::with_capacity(cap, raw_bytes),
-            tenant: StringBuilder::with_capacity(cap, cap * 36),
-            time: ts_builder(cap),
-            source: StringBuilder::with_capacity(cap, cap * 48),
-            position: Int64Builder::with_capacity(cap),
-            enqueued: ts_builder(cap),
-            ingested: ts_builder(cap),
+            lineage: Lineage::with_capacity(cap, raw_bytes),
             rescued: StringBuilder::with_capacity(cap, 0),
             date: Date32Builder::with_capacity(cap),
             record_index: Vec::with_capacity(cap),
@@ -499,23 +551,8 @@ impl<'a> TableBatchBuilder<'a> {
             self.rescued_values += 1;
         }
 
-        self.raw.append_value(rec.raw);
-        match rec.tenant_id.map(|t| t.get()) {
-            None | Some("null") => self.tenant.append_null(),
-            Some(t) => match json::as_str(t) {
-                Some(s) => self.tenant.append_value(s),
-                None => self.tenant.append_value(t),
-            },
-        }
-        self.time.append_option(
-            rec.time
-                .and_then(|t| json::as_str(t.get()))
-                .and_then(|s| json::parse_timestamp_micros(&s)),
-        );
-        self.source.append_value(&ctx.source);
-        self.position.append_value(unit.position);
-        self.enqueued.append_option(unit.enqueued_at);
-        self.ingested.append_value(ctx.ingested_at);
+        self.lineage
+            .append(rec.raw, rec.tenant_id, rec.time, unit, ctx);
         if self.rescue_buf.is_empty() {
             self.rescued.append_null();
         } else {
@@ -532,7 +569,7 @@ impl<'a> TableBatchBuilder<'a> {
             self.category,
             SizeHint {
                 rows: self.record_index.len(),
-                raw_bytes: self.raw.values_slice().len(),
+                raw_bytes: self.lineage.raw.values_slice().len(),
                 col_bytes: self.cols.iter().map(Col::value_bytes).collect(),
             },
         );
@@ -543,15 +580,9 @@ impl<'a> TableBatchBuilder<'a> {
             .zip(self.cols.iter_mut())
             .map(|(c, b)| (c.name.as_str(), b.finish()))
             .collect();
+        self.lineage.finish_into(&mut columns);
         columns.extend([
-            (meta::RAW, Arc::new(self.raw.finish()) as ArrayRef),
-            (meta::TENANT_ID, Arc::new(self.tenant.finish())),
-            (meta::TIME, Arc::new(self.time.finish())),
-            (meta::SOURCE, Arc::new(self.source.finish())),
-            (meta::POSITION, Arc::new(self.position.finish())),
-            (meta::ENQUEUED_AT, Arc::new(self.enqueued.finish())),
-            (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
-            (meta::RESCUED, Arc::new(self.rescued.finish())),
+            (meta::RESCUED, Arc::new(self.rescued.finish()) as ArrayRef),
             (meta::DATE, Arc::new(self.date.finish())),
             (meta::RECORD_HASH, Arc::new(self.hash.finish())),
         ]);
@@ -577,13 +608,7 @@ pub struct UntypedBatchBuilder {
     table: String,
     ts: TimestampMicrosecondBuilder,
     properties: StringBuilder,
-    raw: StringBuilder,
-    tenant: StringBuilder,
-    time: TimestampMicrosecondBuilder,
-    source: StringBuilder,
-    position: Int64Builder,
-    enqueued: TimestampMicrosecondBuilder,
-    ingested: TimestampMicrosecondBuilder,
+    lineage: Lineage,
     rescued: StringBuilder,
     date: Date32Builder,
     hash: Int64Builder,
@@ -597,13 +622,7 @@ impl UntypedBatchBuilder {
             table: table.to_owned(),
             ts: ts_builder(16),
             properties: StringBuilder::new(),
-            raw: StringBuilder::new(),
-            tenant: StringBuilder::new(),
-            time: ts_builder(16),
-            source: StringBuilder::new(),
-            position: Int64Builder::new(),
-            enqueued: ts_builder(16),
-            ingested: ts_builder(16),
+            lineage: Lineage::with_capacity(16, 0),
             rescued: StringBuilder::new(),
             date: Date32Builder::new(),
             hash: Int64Builder::new(),
@@ -648,47 +667,26 @@ impl UntypedBatchBuilder {
         self.buf.push('}');
         self.ts.append_value(ts);
         self.properties.append_value(&self.buf);
-        self.raw.append_value(rec.raw);
-        match rec.tenant_id.map(|t| t.get()) {
-            None | Some("null") => self.tenant.append_null(),
-            Some(t) => match json::as_str(t) {
-                Some(s) => self.tenant.append_value(s),
-                None => self.tenant.append_value(t),
-            },
-        }
-        self.time.append_option(
-            rec.time
-                .and_then(|t| json::as_str(t.get()))
-                .and_then(|s| json::parse_timestamp_micros(&s)),
-        );
-        self.source.append_value(&ctx.source);
-        self.position.append_value(unit.position);
-        self.enqueued.append_option(unit.enqueued_at);
-        self.ingested.append_value(ctx.ingested_at);
+        self.lineage
+            .append(rec.raw, rec.tenant_id, rec.time, unit, ctx);
         self.rescued.append_null();
         self.date.append_value(ctx.date_of(Some(ts)));
         Ok(true)
     }
 
     pub fn finish(mut self) -> Result<UntypedRows, ArrowError> {
+        let mut columns: Vec<(&str, ArrayRef)> = vec![
+            (untyped::TIMESTAMP, Arc::new(self.ts.finish())),
+            (untyped::PROPERTIES, Arc::new(self.properties.finish())),
+        ];
+        self.lineage.finish_into(&mut columns);
+        columns.extend([
+            (meta::RESCUED, Arc::new(self.rescued.finish()) as ArrayRef),
+            (meta::DATE, Arc::new(self.date.finish())),
+            (meta::RECORD_HASH, Arc::new(self.hash.finish())),
+        ]);
         Ok(UntypedRows {
-            batch: assemble(
-                &untyped_schema(),
-                vec![
-                    (untyped::TIMESTAMP, Arc::new(self.ts.finish()) as ArrayRef),
-                    (untyped::PROPERTIES, Arc::new(self.properties.finish())),
-                    (meta::RAW, Arc::new(self.raw.finish())),
-                    (meta::TENANT_ID, Arc::new(self.tenant.finish())),
-                    (meta::TIME, Arc::new(self.time.finish())),
-                    (meta::SOURCE, Arc::new(self.source.finish())),
-                    (meta::POSITION, Arc::new(self.position.finish())),
-                    (meta::ENQUEUED_AT, Arc::new(self.enqueued.finish())),
-                    (meta::INGESTED_AT, Arc::new(self.ingested.finish())),
-                    (meta::RESCUED, Arc::new(self.rescued.finish())),
-                    (meta::DATE, Arc::new(self.date.finish())),
-                    (meta::RECORD_HASH, Arc::new(self.hash.finish())),
-                ],
-            )?,
+            batch: assemble(&untyped_schema(), columns)?,
             table: self.table,
         })
     }

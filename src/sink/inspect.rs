@@ -246,15 +246,7 @@ pub async fn read_columns_at(
         let bytes = get_bytes(h, store.as_ref(), &path).await?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| delta_err(h, e.into()))?;
-        let idx: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| columns.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+        let mask = super::projection(builder.schema(), builder.parquet_schema(), columns);
         let reader = builder
             .with_projection(mask)
             .build()

@@ -194,10 +194,7 @@ pub async fn compact(
         let mut writer = RecordBatchWriter::for_table(table)?
             .with_writer_properties(writer_properties())
             .with_target_file_size(opts.target_file_bytes);
-        let days: Vec<(String, Date32Array)> = partition_days(key)?
-            .into_iter()
-            .map(|(name, d)| (name, Date32Array::from(vec![d])))
-            .collect();
+        let days = partition_days(key)?;
         let values: Vec<(&str, &dyn Array)> = days
             .iter()
             .map(|(name, a)| (name.as_str(), a as &dyn Array))
@@ -348,16 +345,21 @@ async fn delete_files(table: &DeltaTable, paths: &[String]) {
     }
 }
 
-/// Days since the epoch of each partition value of a log partition key (`_date` is written
-/// as `YYYY-MM-DD`).
-fn partition_days(key: &[(String, Option<String>)]) -> Result<Vec<(String, i32)>, DeltaTableError> {
+/// Each partition value of a log partition key (`_date` is written as `YYYY-MM-DD`) as a
+/// one-row array of days since the epoch, as the writer's `write_partition` takes it.
+fn partition_days(
+    key: &[(String, Option<String>)],
+) -> Result<Vec<(String, Date32Array)>, DeltaTableError> {
     let epoch = chrono::DateTime::UNIX_EPOCH.date_naive();
     key.iter()
         .map(|(name, value)| {
             value
                 .as_deref()
                 .and_then(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
-                .map(|d| (name.clone(), (d - epoch).num_days() as i32))
+                .map(|d| {
+                    let days = (d - epoch).num_days() as i32;
+                    (name.clone(), Date32Array::from(vec![days]))
+                })
                 .ok_or_else(|| {
                     DeltaTableError::Generic(format!("partition {name}={value:?} is not a date"))
                 })
@@ -392,7 +394,6 @@ pub async fn dedup(table: &DeltaTable, days: u32) -> Result<Dedup, DeltaTableErr
     use deltalake::arrow::array::{AsArray, BooleanArray};
     use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
-    use deltalake::parquet::arrow::ProjectionMask;
     use deltalake::parquet::arrow::async_reader::ParquetObjectReader;
 
     let mut out = Dedup::default();
@@ -447,15 +448,7 @@ pub async fn dedup(table: &DeltaTable, days: u32) -> Result<Dedup, DeltaTableErr
                 .map_err(|e| DeltaTableError::Generic(format!("file path {path}: {e}")))?;
             let reader = ParquetObjectReader::new(store.clone(), path).with_file_size(*size as u64);
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-            let idx: Vec<usize> = builder
-                .schema()
-                .fields()
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| wanted.contains(&f.name().as_str()))
-                .map(|(i, _)| i)
-                .collect();
-            let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+            let mask = super::projection(builder.schema(), builder.parquet_schema(), &wanted);
             let batches: Vec<_> = builder.with_projection(mask).build()?.try_collect().await?;
             let mut row = 0usize;
             for b in batches {
@@ -508,10 +501,7 @@ pub async fn dedup(table: &DeltaTable, days: u32) -> Result<Dedup, DeltaTableErr
         if drop.is_empty() {
             continue;
         }
-        let days: Vec<(String, Date32Array)> = partition_days(key)?
-            .into_iter()
-            .map(|(name, d)| (name, Date32Array::from(vec![d])))
-            .collect();
+        let days = partition_days(key)?;
         let values: Vec<(&str, &dyn Array)> = days
             .iter()
             .map(|(name, a)| (name.as_str(), a as &dyn Array))

@@ -438,6 +438,21 @@ pub(crate) fn delta_err(h: &TableHandle, e: deltalake::DeltaTableError) -> SinkE
     }
 }
 
+/// The projection of a Parquet file onto the columns named in `names` (those it has).
+pub(crate) fn projection(
+    schema: &deltalake::arrow::datatypes::Schema,
+    parquet: &deltalake::parquet::schema::types::SchemaDescriptor,
+    names: &[&str],
+) -> deltalake::parquet::arrow::ProjectionMask {
+    let idx = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| names.contains(&f.name().as_str()))
+        .map(|(i, _)| i);
+    deltalake::parquet::arrow::ProjectionMask::roots(parquet, idx)
+}
+
 /// One object of a table, whole.
 pub(crate) async fn get_bytes(
     h: &TableHandle,

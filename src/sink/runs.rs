@@ -15,7 +15,6 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 
 use deltalake::arrow::array::{Array, AsArray};
-use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
@@ -272,15 +271,7 @@ pub async fn source_anomalies(lake: &Lake) -> Result<Vec<SourceAnomalies>, SinkE
         let bytes = get_bytes(&h, store.as_ref(), &f.object_store_path()).await?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| delta_err(&h, e.into()))?;
-        let idx: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+        let mask = super::projection(builder.schema(), builder.parquet_schema(), &wanted);
         let reader = builder
             .with_projection(mask)
             .build()
