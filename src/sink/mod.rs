@@ -74,8 +74,13 @@ pub struct LakeSettings {
     /// Write checkpoints inline after commits (the CLI does; the handler leaves them to the
     /// maintenance timer so no batch pays for one).
     pub checkpoint_on_commit: bool,
-    /// delta-rs commit retries on version races with writers of other sources.
+    /// Commit attempts on version races with writers of other sources.
     pub commit_retries: usize,
+    /// Group commit's linger: how long a table's committer waits for appends of other
+    /// sources to join its commit (0: commit at once, as the CLI does).
+    pub linger: std::time::Duration,
+    /// The linger ends early once the queued appends hold this many bytes.
+    pub linger_bytes: u64,
 }
 
 impl Default for LakeSettings {
@@ -86,6 +91,8 @@ impl Default for LakeSettings {
             txn_retention: "interval 90 days".into(),
             checkpoint_on_commit: true,
             commit_retries: 100,
+            linger: std::time::Duration::ZERO,
+            linger_bytes: 64 << 20,
         }
     }
 }

@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
@@ -14,12 +16,16 @@ use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Date32Type, Int64Type, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::scalars::ScalarExt;
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
-use deltalake::kernel::{StructType, Transaction};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::logstore::CommitOrBytes;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
-use deltalake::protocol::SaveMode;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::table::config::TablePropertiesExt;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use indexmap::IndexMap;
@@ -61,6 +67,13 @@ static APPEND_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 /// Appends of different sources that one commit may carry at most (group commit).
 const MAX_GROUP: usize = 64;
 
+/// How long the newest version we know of may be taken as the base of the next commit
+/// without listing the log. Far below the log retention (30 days): a version we saw as the
+/// newest this recently cannot have a successor old enough for log cleanup to have removed
+/// it, so a put-if-absent of the next version can never recreate a cleaned-up commit. Past
+/// it (an idle table), the next refresh lists the log once.
+const HEAD_TRUST: Duration = Duration::from_secs(15 * 60);
+
 async fn append_slot() -> Result<tokio::sync::SemaphorePermit<'static>, SinkError> {
     APPEND_SLOTS
         .acquire()
@@ -90,6 +103,9 @@ struct Pending {
     /// The highest position of each source with rows.
     max_by_source: HashMap<String, i64>,
     rows: u64,
+    /// Memory its batches hold, for the linger's size bound.
+    bytes: u64,
+    queued_at: Instant,
     reply: tokio::sync::oneshot::Sender<Result<AppendOutcome, SinkError>>,
 }
 
@@ -104,13 +120,83 @@ impl Pending {
 }
 
 struct State {
+    /// The table as last loaded (the base): its metadata, protocol and configuration, which
+    /// the writer and the commit's protocol check need. Its version may lag `head`: commits
+    /// are added to the log without rebuilding the snapshot (delta-rs would re-list the log,
+    /// re-read the commit and rebuild the file list after each one).
     table: DeltaTable,
-    /// Txn version per app id, exact as of `table.version()`. Ids not in the map are looked
-    /// up through the kernel once, then kept current by scanning each new commit.
+    /// The newest version known to exist. Every commit in (base, head] has been read (or
+    /// written) by this process: its txns are in `txns`, and a metadata or protocol change
+    /// in one of them set `reload`.
+    head: u64,
+    /// When `head` was last seen to be the newest version (a commit of ours landed on it, or
+    /// the version after it was found absent). See [`HEAD_TRUST`].
+    confirmed: Instant,
+    /// A commit after the base changed the metadata or protocol: load before the next write.
+    reload: bool,
+    /// Txn version per app id, exact as of `head`. Ids not in the map have no txn in
+    /// (base, head], so one kernel lookup on the base snapshot answers for them; it is kept.
     txns: HashMap<String, Option<i64>>,
     /// The map holds every app id of the table (we have seen its log from version 0), so an
     /// id not in it has no txn and needs no kernel lookup.
     complete: bool,
+}
+
+impl State {
+    fn new(table: DeltaTable) -> State {
+        let head = table.version().unwrap_or(0);
+        State {
+            // version 0 is the create commit, which carries no txn
+            complete: head == 0,
+            table,
+            head,
+            confirmed: Instant::now(),
+            reload: false,
+            txns: HashMap::new(),
+        }
+    }
+
+    /// Takes in commit `version` (the one after `head`): its txns, and whether it changed
+    /// the metadata or protocol.
+    fn apply(&mut self, version: u64, commit: &[u8]) {
+        let scan = scan_commit(commit);
+        for (id, v) in scan.txns {
+            self.txns.insert(id, Some(v));
+        }
+        self.reload |= scan.metadata;
+        self.head = version;
+    }
+}
+
+/// What a commit file says that the append protocol needs.
+struct CommitScan {
+    txns: Vec<(String, i64)>,
+    /// It carries a `metaData` or `protocol` action.
+    metadata: bool,
+}
+
+fn scan_commit(commit: &[u8]) -> CommitScan {
+    let mut scan = CommitScan {
+        txns: Vec::new(),
+        metadata: false,
+    };
+    for line in commit.split(|b| *b == b'\n') {
+        if line.starts_with(b"{\"txn\"") {
+            if let Ok(TxnLine { txn }) = serde_json::from_slice::<TxnLine>(line) {
+                scan.txns.push((txn.app_id, txn.version));
+            }
+        } else if line.starts_with(b"{\"metaData\"") || line.starts_with(b"{\"protocol\"") {
+            scan.metadata = true;
+        }
+    }
+    scan
+}
+
+/// A commit of ours that landed, and the commits of others it had to step over.
+struct Landed {
+    version: u64,
+    /// (version, bytes) of every commit read on the way, then ours, in version order.
+    commits: Vec<(u64, Bytes)>,
 }
 
 /// A lazily opened, cached Delta table.
@@ -125,6 +211,8 @@ pub struct TableHandle {
     queue: std::sync::Mutex<VecDeque<Pending>>,
     /// Held by the one caller that commits for everyone queued (the group's leader).
     committer: Arc<Mutex<()>>,
+    /// Told when an append is queued (the lingering leader waits on it).
+    arrived: tokio::sync::Notify,
     /// This handle, for the task a group's commit runs in.
     me: Weak<TableHandle>,
 }
@@ -147,6 +235,7 @@ impl TableHandle {
             state: Mutex::new(None),
             queue: std::sync::Mutex::new(VecDeque::new()),
             committer: Arc::new(Mutex::new(())),
+            arrived: tokio::sync::Notify::new(),
             me,
         }
     }
@@ -288,63 +377,82 @@ impl TableHandle {
         }
     }
 
-    /// Refreshes the cached state to the newest version (loading or creating it the first
-    /// time), keeping the txn cache exact.
+    /// Brings the cached state to the newest version (loading or creating the table the
+    /// first time), keeping the txn cache exact. Normally that is one read: of the version
+    /// after the newest known, which is absent unless another process committed (then its
+    /// commits are read one by one). The log is listed and the snapshot rebuilt only when a
+    /// commit changed the metadata or protocol, or the newest known version is older than
+    /// [`HEAD_TRUST`].
     async fn refresh(&self, slot: &mut Option<State>) -> Result<(), SinkError> {
-        match slot {
-            None => {
-                let table = self.open_or_create().await?;
-                // version 0 is the create commit, which carries no txn
-                let complete = table.version() == Some(0);
-                *slot = Some(State {
-                    table,
-                    txns: HashMap::new(),
-                    complete,
-                });
-            }
-            Some(st) => {
-                let old = st.table.version();
-                st.table
-                    .update_incremental(None)
-                    .await
-                    .map_err(|e| self.err(e))?;
-                self.advance_txns(st, old).await;
+        let Some(st) = slot else {
+            *slot = Some(State::new(self.open_or_create().await?));
+            return Ok(());
+        };
+        if st.confirmed.elapsed() > HEAD_TRUST {
+            return self.reload(st).await;
+        }
+        self.catch_up(st, None).await?;
+        st.confirmed = Instant::now();
+        if st.reload {
+            self.reload(st).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the commits after `head`, up to `until` (inclusive) or, without it, until the
+    /// next version is absent.
+    async fn catch_up(&self, st: &mut State, until: Option<u64>) -> Result<(), SinkError> {
+        let log = st.table.log_store();
+        while until.is_none_or(|u| st.head < u) {
+            let next = st.head + 1;
+            match log.read_commit_entry(next).await.map_err(|e| self.err(e))? {
+                Some(bytes) => st.apply(next, &bytes),
+                None if until.is_none() => break,
+                None => {
+                    return Err(SinkError::Schema(format!(
+                        "{}: commit {next} is not in the log",
+                        self.name
+                    )));
+                }
             }
         }
         Ok(())
     }
 
-    /// Scans the commits after `old` for txn actions (the newest action of an app id wins).
-    /// If a commit file is gone (log cleanup), the cache is dropped and rebuilt from the kernel.
-    async fn advance_txns(&self, st: &mut State, old: Option<u64>) {
-        let (Some(old), Some(new)) = (old, st.table.version()) else {
+    /// Loads the newest snapshot (a listing of the log), reading the commits after `head`
+    /// for their txns. If one of them is gone (log cleanup), the txn cache is dropped: the
+    /// kernel answers from the new snapshot.
+    async fn reload(&self, st: &mut State) -> Result<(), SinkError> {
+        let old = st.head;
+        st.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let new = st.table.version().unwrap_or(0);
+        if new < old {
             st.txns.clear();
             st.complete = false;
-            return;
-        };
-        if new <= old || (st.txns.is_empty() && !st.complete) {
-            return;
-        }
-        let log = st.table.log_store();
-        for v in old + 1..=new {
-            match log.read_commit_entry(v).await {
-                Ok(Some(bytes)) => {
-                    for line in bytes.split(|b| *b == b'\n') {
-                        if !line.starts_with(b"{\"txn\"") {
-                            continue;
-                        }
-                        if let Ok(TxnLine { txn }) = serde_json::from_slice::<TxnLine>(line) {
-                            st.txns.insert(txn.app_id, Some(txn.version));
+        } else if st.complete || !st.txns.is_empty() {
+            let log = st.table.log_store();
+            for v in old + 1..=new {
+                match log.read_commit_entry(v).await {
+                    Ok(Some(bytes)) => {
+                        for (id, version) in scan_commit(&bytes).txns {
+                            st.txns.insert(id, Some(version));
                         }
                     }
-                }
-                _ => {
-                    st.txns.clear();
-                    st.complete = false;
-                    return;
+                    _ => {
+                        st.txns.clear();
+                        st.complete = false;
+                        break;
+                    }
                 }
             }
         }
+        st.head = new;
+        st.reload = false;
+        st.confirmed = Instant::now();
+        Ok(())
     }
 
     async fn watermark(&self, st: &mut State, source: &str) -> Result<Option<i64>, SinkError> {
@@ -393,14 +501,16 @@ impl TableHandle {
         }
         let _slot = append_slot().await?;
         for attempt in 0..MAX_CONFLICT_REDOS {
-            let mut table = {
+            let (table, head) = {
                 let mut guard = self.state.lock().await;
                 self.refresh(&mut guard).await?;
-                guard.as_ref().expect("refreshed").table.clone()
+                let st = guard.as_ref().expect("refreshed");
+                (st.table.clone(), st.head)
             };
-            match self.commit(&mut table, vec![batch.clone()], &[]).await {
-                Ok(version) => {
-                    self.install(table).await;
+            match self.commit(&table, head, vec![batch.clone()], &[]).await {
+                Ok(landed) => {
+                    let version = landed.version;
+                    self.install(landed).await?;
                     return Ok(version);
                 }
                 Err(e) if is_conflict(&e) => {
@@ -548,8 +658,14 @@ impl TableHandle {
             extra_txns: extra_txns.to_vec(),
             max_by_source,
             rows,
+            bytes: batches
+                .iter()
+                .map(|b| b.get_array_memory_size() as u64)
+                .sum(),
+            queued_at: Instant::now(),
             reply,
         });
+        self.arrived.notify_one();
         loop {
             tokio::select! {
                 biased;
@@ -561,6 +677,7 @@ impl TableHandle {
                     });
                 }
                 leader = self.committer.clone().lock_owned() => {
+                    self.linger().await;
                     let group = self.take_group();
                     if group.is_empty() {
                         continue; // a previous leader committed ours: its answer is waiting
@@ -582,6 +699,34 @@ impl TableHandle {
                     let _ = task.await;
                 }
             }
+        }
+    }
+
+    /// The group commit's linger: the leader waits for more appends to join the commit, up
+    /// to [`LakeSettings::linger`] after the oldest queued one arrived, or until the queue
+    /// holds [`LakeSettings::linger_bytes`] or [`MAX_GROUP`] appends. An instance serving
+    /// several Event Hub partitions thus commits each table about once per linger, whatever
+    /// the host's batch sizes; every caller still returns only once its rows are committed.
+    async fn linger(&self) {
+        let linger = self.settings.linger;
+        if linger.is_zero() {
+            return;
+        }
+        loop {
+            let (oldest, bytes, n) = {
+                let q = self.queue_lock();
+                (
+                    q.front().map(|p| p.queued_at),
+                    q.iter().map(|p| p.bytes).sum::<u64>(),
+                    q.len(),
+                )
+            };
+            let Some(oldest) = oldest else { return };
+            let deadline = oldest + linger;
+            if bytes >= self.settings.linger_bytes || n >= MAX_GROUP || Instant::now() >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), self.arrived.notified()).await;
         }
     }
 
@@ -625,7 +770,7 @@ impl TableHandle {
         let mut outcomes = vec![AppendOutcome::default(); group.len()];
         for attempt in 0..MAX_CONFLICT_REDOS {
             // Read the watermarks and take the snapshot under the lock; write without it.
-            let (mut table, watermarks) = {
+            let (table, head, watermarks) = {
                 let mut guard = self.state.lock().await;
                 self.refresh(&mut guard).await?;
                 let st = guard.as_mut().expect("refreshed");
@@ -633,7 +778,7 @@ impl TableHandle {
                 for s in group.iter().flat_map(|p| p.max_by_source.keys()) {
                     w.insert(s, self.watermark(st, s).await?);
                 }
-                (st.table.clone(), w)
+                (st.table.clone(), st.head, w)
             };
             let mut rows = Vec::new();
             let mut written = vec![0u64; group.len()];
@@ -687,13 +832,14 @@ impl TableHandle {
             }
             let started = Instant::now();
             let total_written: u64 = written.iter().sum();
-            match self.commit(&mut table, rows, &txns).await {
-                Ok(version) => {
+            match self.commit(&table, head, rows, &txns).await {
+                Ok(landed) => {
+                    let version = landed.version;
                     tracing::debug!(
                         table = %self.name, appends = group.len(), sources = txns.len(), version,
                         rows = total_written, ms = started.elapsed().as_millis() as u64, "committed"
                     );
-                    self.install(table).await;
+                    self.install(landed).await?;
                     for ((o, p), w) in outcomes.iter_mut().zip(group).zip(written) {
                         o.written = w;
                         o.already_present = p.rows - w;
@@ -719,24 +865,26 @@ impl TableHandle {
         })
     }
 
+    /// Writes `batches` as new files and commits them with `txns` at the version after
+    /// `head`, `table` being the base they were filtered against. The commit is a
+    /// put-if-absent of the next log entry, which delta-rs serialises and protocol-checks for
+    /// us; we run the attempts ourselves instead of delta-rs's loop and post-commit hook,
+    /// which list the log, re-read the commit, probe `_last_checkpoint`, rebuild the file
+    /// list and clean up expired logs (a listing of the whole log) on every commit. A lost
+    /// race reads the winner: one that carries a txn of ours or changes the metadata or
+    /// protocol is a conflict (the caller reloads and redoes, as DESIGN.md section 4 has it);
+    /// any other (another source's append, a compaction) is stepped over, as delta-rs's
+    /// conflict checker does for a blind append.
     async fn commit(
         &self,
-        table: &mut DeltaTable,
+        table: &DeltaTable,
+        head: u64,
         batches: Vec<RecordBatch>,
         txns: &[(String, i64)],
-    ) -> Result<u64, DeltaTableError> {
+    ) -> Result<Landed, DeltaTableError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let props = CommitProperties::default()
-            .with_application_transactions(
-                txns.iter()
-                    .map(|(s, v)| Transaction::new_with_last_update(s, *v, Some(now_ms)))
-                    .collect(),
-            )
-            .with_max_retries(self.settings.commit_retries)
-            .with_create_checkpoint(self.settings.checkpoint_on_commit);
-        let mut writer = RecordBatchWriter::for_table(table)?
-            .with_writer_properties(writer_properties())
-            .with_commit_properties(props);
+        let mut writer =
+            RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
         let schema = writer.arrow_schema();
         for rows in batches {
             let rows = conform(rows, &schema)?;
@@ -749,19 +897,121 @@ impl TableHandle {
                 None => writer.write(rows).await?,
             }
         }
-        writer.flush_and_commit(table).await
+        let adds: Vec<Action> = writer.flush().await?.into_iter().map(Action::Add).collect();
+        let props = CommitProperties::default().with_application_transactions(
+            txns.iter()
+                .map(|(s, v)| Transaction::new_with_last_update(s, *v, Some(now_ms)))
+                .collect(),
+        );
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: self.partition_by.map(|p| vec![p.to_owned()]),
+            predicate: None,
+        };
+        let log = table.log_store();
+        let operation_id = uuid::Uuid::new_v4();
+        let prepared = CommitBuilder::from(props)
+            .with_actions(adds)
+            .with_operation_id(operation_id)
+            .build(Some(table.snapshot()?), log.clone(), operation)
+            .into_prepared_commit_future()
+            .await?;
+        let CommitOrBytes::LogBytes(bytes) = prepared.commit_or_bytes().clone() else {
+            return Err(DeltaTableError::Generic(format!(
+                "{}: the log store {} commits through temporary files, which this writer does not support",
+                self.name,
+                log.name()
+            )));
+        };
+        let ours: HashSet<&str> = txns.iter().map(|(s, _)| s.as_str()).collect();
+        let mut commits = Vec::new();
+        let mut version = head + 1;
+        for _ in 0..=self.settings.commit_retries {
+            match log
+                .write_commit_entry(
+                    version,
+                    CommitOrBytes::LogBytes(bytes.clone()),
+                    operation_id,
+                )
+                .await
+            {
+                Ok(()) => {
+                    commits.push((version, bytes));
+                    return Ok(Landed { version, commits });
+                }
+                Err(TransactionError::VersionAlreadyExists(_)) => {
+                    let Some(winner) = log.read_commit_entry(version).await? else {
+                        continue; // (not there after all: try the same version again)
+                    };
+                    let scan = scan_commit(&winner);
+                    let conflict = if scan.metadata {
+                        Some(CommitConflictError::MetadataChanged)
+                    } else if scan.txns.iter().any(|(id, _)| ours.contains(id.as_str())) {
+                        Some(CommitConflictError::ConcurrentTransaction)
+                    } else {
+                        None
+                    };
+                    if let Some(c) = conflict {
+                        return Err(DeltaTableError::Transaction {
+                            source: TransactionError::CommitConflict(c),
+                        });
+                    }
+                    commits.push((version, winner));
+                    version += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DeltaTableError::Transaction {
+            source: TransactionError::MaxCommitAttempts(self.settings.commit_retries as i32),
+        })
     }
 
-    /// Keeps the newer of the cached state and a table we just committed to.
-    async fn install(&self, table: DeltaTable) {
+    /// Takes a landed commit (and the commits it stepped over) into the cached state, and
+    /// writes a checkpoint when one is due and the lake wants them inline (the CLI).
+    async fn install(&self, landed: Landed) -> Result<(), SinkError> {
         let mut guard = self.state.lock().await;
-        if let Some(st) = guard.as_mut()
-            && table.version() > st.table.version()
-        {
-            let old = st.table.version();
-            st.table = table;
-            self.advance_txns(st, old).await;
+        let Some(st) = guard.as_mut() else {
+            return Ok(());
+        };
+        for (v, bytes) in &landed.commits {
+            if *v <= st.head {
+                continue; // already read (a refresh by another caller)
+            }
+            // (commits between the newest known and these were made by others: read them;
+            // if that fails, the next refresh loads the table instead: ours has landed)
+            if let Err(e) = self.catch_up(st, Some(v - 1)).await {
+                tracing::warn!(table = %self.name, error = %e, "reading the log after a commit; reloading next time");
+                st.reload = true;
+                return Ok(());
+            }
+            st.apply(*v, bytes);
         }
+        if st.head == landed.version {
+            // a put-if-absent of it succeeded: it was the newest then
+            st.confirmed = Instant::now();
+        }
+        if self.settings.checkpoint_on_commit {
+            let interval = st
+                .table
+                .snapshot()
+                .map(|s| s.table_config().checkpoint_interval().get())
+                .unwrap_or(100);
+            if (landed.version + 1).is_multiple_of(interval) {
+                // (the commit has landed: a checkpoint that fails is only logged)
+                let written = match st.table.update_incremental(Some(landed.version)).await {
+                    Ok(()) => {
+                        st.reload = false;
+                        deltalake::checkpoints::create_checkpoint(&st.table, None).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    tracing::warn!(table = %self.name, version = landed.version, error = %e, "checkpoint not written");
+                }
+            }
+        }
+        Ok(())
     }
 }
 

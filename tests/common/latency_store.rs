@@ -42,6 +42,36 @@ pub struct LatencyStore {
     /// Puts of `_delta_log/<version>.json`, and those that found the version taken.
     pub commit_attempts: AtomicU64,
     pub commit_conflicts: AtomicU64,
+    /// Requests by billing class, as Azure Storage prices them: [`PUT`] (puts, multipart
+    /// parts and completions, copies, renames), [`GET`] (gets, ranged gets), [`LIST`]
+    /// (each list call), [`DELETE`] (each delete stream).
+    pub by_class: Arc<[AtomicU64; 4]>,
+}
+
+pub const PUT: usize = 0;
+pub const GET: usize = 1;
+pub const LIST: usize = 2;
+pub const DELETE: usize = 3;
+
+/// Counts of [`LatencyStore::by_class`] at a moment, to subtract.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Classes {
+    pub put: u64,
+    pub get: u64,
+    pub list: u64,
+    pub delete: u64,
+}
+
+impl std::ops::Sub for Classes {
+    type Output = Classes;
+    fn sub(self, o: Classes) -> Classes {
+        Classes {
+            put: self.put - o.put,
+            get: self.get - o.get,
+            list: self.list - o.list,
+            delete: self.delete - o.delete,
+        }
+    }
 }
 
 impl LatencyStore {
@@ -52,17 +82,36 @@ impl LatencyStore {
             requests: Arc::new(AtomicU64::new(0)),
             commit_attempts: AtomicU64::new(0),
             commit_conflicts: AtomicU64::new(0),
+            by_class: Arc::new(Default::default()),
         }
     }
 
-    async fn delay(&self) {
+    /// The requests so far, by class.
+    pub fn classes(&self) -> Classes {
+        let c = |i: usize| self.by_class[i].load(Ordering::Relaxed);
+        Classes {
+            put: c(PUT),
+            get: c(GET),
+            list: c(LIST),
+            delete: c(DELETE),
+        }
+    }
+
+    async fn delay(&self, class: usize) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
         wait(self.latency).await;
     }
-    fn delayed<T: Send + 'static>(&self, s: BoxStream<'static, T>) -> BoxStream<'static, T> {
+    fn delayed<T: Send + 'static>(
+        &self,
+        class: usize,
+        s: BoxStream<'static, T>,
+    ) -> BoxStream<'static, T> {
         let (latency, requests) = (self.latency, self.requests.clone());
+        let by_class = self.by_class.clone();
         futures::stream::once(async move {
             requests.fetch_add(1, Ordering::Relaxed);
+            by_class[class].fetch_add(1, Ordering::Relaxed);
             wait(latency).await;
         })
         .flat_map(move |_| futures::stream::empty())
@@ -82,6 +131,7 @@ struct LatencyUpload {
     inner: Box<dyn MultipartUpload>,
     latency: Duration,
     requests: Arc<AtomicU64>,
+    by_class: Arc<[AtomicU64; 4]>,
 }
 
 #[async_trait]
@@ -89,14 +139,17 @@ impl MultipartUpload for LatencyUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let part = self.inner.put_part(data);
         let (latency, requests) = (self.latency, self.requests.clone());
+        let by_class = self.by_class.clone();
         Box::pin(async move {
             requests.fetch_add(1, Ordering::Relaxed);
+            by_class[PUT].fetch_add(1, Ordering::Relaxed);
             wait(latency).await;
             part.await
         })
     }
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.by_class[PUT].fetch_add(1, Ordering::Relaxed);
         wait(self.latency).await;
         self.inner.complete().await
     }
@@ -113,7 +166,7 @@ impl ObjectStore for LatencyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.delay().await;
+        self.delay(PUT).await;
         let s = location.as_ref();
         let commit =
             s.contains("_delta_log/") && s.ends_with(".json") && !s.contains("_last_checkpoint");
@@ -131,11 +184,12 @@ impl ObjectStore for LatencyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.delay().await;
+        self.delay(PUT).await;
         Ok(Box::new(LatencyUpload {
             inner: self.inner.put_multipart_opts(location, opts).await?,
             latency: self.latency,
             requests: self.requests.clone(),
+            by_class: self.by_class.clone(),
         }))
     }
     async fn get_opts(
@@ -143,7 +197,7 @@ impl ObjectStore for LatencyStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.delay().await;
+        self.delay(GET).await;
         self.inner.get_opts(location, options).await
     }
     async fn get_ranges(
@@ -151,27 +205,27 @@ impl ObjectStore for LatencyStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
-        self.delay().await;
+        self.delay(GET).await;
         self.inner.get_ranges(location, ranges).await
     }
     fn delete_stream(
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.delayed(self.inner.delete_stream(locations))
+        self.delayed(DELETE, self.inner.delete_stream(locations))
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.delayed(self.inner.list(prefix))
+        self.delayed(LIST, self.inner.list(prefix))
     }
     fn list_with_offset(
         &self,
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.delayed(self.inner.list_with_offset(prefix, offset))
+        self.delayed(LIST, self.inner.list_with_offset(prefix, offset))
     }
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.delay().await;
+        self.delay(LIST).await;
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy_opts(
@@ -180,7 +234,7 @@ impl ObjectStore for LatencyStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.delay().await;
+        self.delay(PUT).await;
         self.inner.copy_opts(from, to, options).await
     }
     async fn rename_opts(
@@ -189,7 +243,7 @@ impl ObjectStore for LatencyStore {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        self.delay().await;
+        self.delay(PUT).await;
         self.inner.rename_opts(from, to, options).await
     }
 }
