@@ -152,6 +152,8 @@ async fn handler(partitions: &[Vec<String>], data_type: &str) -> Served {
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("XDR_LAKE", dir.path())
         .env("XDR_EVENTHUB_DATA_TYPE", data_type)
+        // the protocol's overhead, not the linger's wait (bench/eventhub_cost.py plays that)
+        .env("XDR_COMMIT_LINGER_MS", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

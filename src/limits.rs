@@ -29,6 +29,17 @@ pub const SWEEP_MAX_CATCH_UP_HOURS: RangeInclusive<u64> = 1..=24 * 90;
 /// the rest of the blob to a continuation.
 pub const BLOB_TIME_BUDGET_SECONDS: RangeInclusive<u64> = 10..=24 * 3600;
 
+/// `XDR_COMMIT_LINGER_MS`: how long an Event Hub append waits for others to share its
+/// commit, up to 2 minutes (the latency goal).
+pub const COMMIT_LINGER_MS: RangeInclusive<u64> = 0..=120_000;
+/// `XDR_COMMIT_LINGER_BYTES`: queued bytes that end a linger early, 1 MiB to 4 GiB.
+pub const COMMIT_LINGER_BYTES: RangeInclusive<u64> = (1 << 20)..=(4 << 30);
+/// `XDR_EVENTHUB_SLICE_BYTES`: event bytes built and committed at once, 64 KiB to 2 GiB.
+pub const EVENTHUB_SLICE_BYTES: RangeInclusive<u64> = (64 << 10)..=(2 << 30);
+/// `XDR_MAX_INFLIGHT_BYTES`: Event Hub request bytes the handler holds at once, 1 MiB to
+/// 64 GiB.
+pub const MAX_INFLIGHT_BYTES: RangeInclusive<u64> = (1 << 20)..=(64 << 30);
+
 /// A setting or flag whose value is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name}={value}: {msg}")]

@@ -122,6 +122,10 @@ fn the_handler_refuses_to_start_on_a_bad_setting() {
         ("XDR_REPLAY_ALLOWLIST", "not-an-entry"),
         ("XDR_LAKE_OPTIONS", "novalue"),
         ("XDR_EVENTHUB_DATA_TYPE", "text"),
+        ("XDR_COMMIT_LINGER_MS", "200000"),
+        ("XDR_COMMIT_LINGER_BYTES", "12"),
+        ("XDR_EVENTHUB_SLICE_BYTES", "1k"),
+        ("XDR_MAX_INFLIGHT_BYTES", "0"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_xdr-ingest"))
             .arg("serve")

@@ -371,9 +371,13 @@ fn a_new_category_is_typed_by_redrive_once_the_registry_knows_it() {
 }
 
 /// The same Defender record sent twice: identical properties, a fresh envelope time.
+/// A DeviceProcessEvents record of today (maintenance dedups the recent days' partitions:
+/// a fixed date would age out of that window and the test with it).
 fn resend(name: &str, time: &str) -> String {
+    let today = chrono::Utc::now().format("%Y-%m-%d");
+    let time = time.replace("2026-11-29", &today.to_string());
     format!(
-        r#"{{"time":"{time}","tenantId":"t","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-29T09:59:00Z","ReportId":77,"DeviceName":"{name}","ProcessCommandLine":"cmd /c x"}}}}"#
+        r#"{{"time":"{time}","tenantId":"t","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"{today}T00:01:00Z","ReportId":77,"DeviceName":"{name}","ProcessCommandLine":"cmd /c x"}}}}"#
     )
 }
 

@@ -471,8 +471,10 @@ fn resends(source: usize) -> Vec<String> {
             } else {
                 format!("own-{source}-{i}")
             };
+            // today's: maintenance dedups the recent days' partitions only
+            let today = chrono::Utc::now().format("%Y-%m-%d");
             format!(
-                r#"{{"time":"2026-11-29T1{source}:00:00Z","tenantId":"t","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-29T09:59:00Z","DeviceName":"{name}"}}}}"#
+                r#"{{"time":"{today}T1{source}:00:00Z","tenantId":"t","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"{today}T00:01:00Z","DeviceName":"{name}"}}}}"#
             )
         })
         .chain((0..2).map(|i| format!(

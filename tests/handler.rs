@@ -24,6 +24,8 @@ async fn start_server(settings: HandlerSettings) -> String {
 fn settings(lake: &std::path::Path) -> HandlerSettings {
     let mut s = HandlerSettings::from_env().unwrap();
     s.lake = lake.to_str().unwrap().to_owned();
+    // commit at once (the linger's own test sets one)
+    s.commit_linger = Duration::ZERO;
     s
 }
 
@@ -670,6 +672,7 @@ async fn resolved_commit_conflicts_are_not_logged_as_errors() {
             .arg("serve")
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("XDR_LAKE", dir.path())
+            .env("XDR_COMMIT_LINGER_MS", "200")
             .env_remove("XDR_LOG")
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::piped())
@@ -845,4 +848,62 @@ async fn the_data_contract_holds_on_the_handler_path() {
     let log = resp["Logs"][0].as_str().unwrap();
     assert!(log.contains("1 duplicates removed"), "{log}");
     assert_eq!(lake_rows(&lake).await["DeviceProcessEvents"], 2);
+}
+
+/// A batch larger than anything the handler would hold at once still lands, exactly, and
+/// never as a 413 (which the host would redeliver forever): Event Hub requests have no size
+/// limit, wait for room in `XDR_MAX_INFLIGHT_BYTES`, and are built and committed in slices of
+/// `XDR_EVENTHUB_SLICE_BYTES`. Three partitions at once, with the linger on, and one of them
+/// redelivered with other boundaries: every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_larger_than_the_handler_takes_land_in_slices_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.max_request_bytes = 1 << 20;
+    s.max_inflight_bytes = 1 << 20;
+    s.eventhub_slice_bytes = 256 << 10;
+    s.commit_linger = Duration::from_millis(200);
+    let base = start_server(s).await;
+    let big = |p: i64| -> Vec<(i64, String)> {
+        (0..30)
+            .map(|i| {
+                let pad = "x".repeat(100_000);
+                (5000 + i, format!(r#"{{"records":[{{"time":"2026-11-26T09:59:00Z","category":"AdvancedHunting-DeviceProcessEvents","properties":{{"Timestamp":"2026-11-26T09:58:00Z","DeviceName":"p{p}-{i}","ProcessCommandLine":"{pad}"}}}}]}}"#))
+            })
+            .collect()
+    };
+    let mut tasks = Vec::new();
+    for p in 0..3 {
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = eventhub_request(&p.to_string(), &big(p));
+            assert!(req.to_string().len() > 3_000_000);
+            post(&base, "EventHubIngest", &req).await
+        }));
+    }
+    // partition 0 again, in two batches of other boundaries
+    {
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let evs = big(0);
+            let a = post(&base, "EventHubIngest", &eventhub_request("0", &evs[..11])).await;
+            let b = post(&base, "EventHubIngest", &eventhub_request("0", &evs[11..])).await;
+            assert_eq!(a.0, 200, "{}", a.1);
+            b
+        }));
+    }
+    for t in tasks {
+        let (status, resp) = t.await.unwrap();
+        assert_eq!(status, 200, "{resp}");
+    }
+    assert_eq!(typed_total(dir.path()).await, 90);
+    let lake = local_lake(dir.path());
+    assert_no_duplicates(&lake).await;
+    // sliced: a 3 MB batch in 256 KiB slices is many commits, not one
+    let info = xdr_ingest::sink::inspect::lake_info(&lake).await.unwrap();
+    let dpe = info
+        .iter()
+        .find(|t| t.name == "DeviceProcessEvents")
+        .unwrap();
+    assert!(dpe.version >= 10, "version {}", dpe.version);
 }

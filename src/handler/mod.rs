@@ -22,12 +22,12 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::decode::Unit;
-use crate::ingest::eventhub::{EventBatchError, ingest_event_batch};
+use crate::ingest::eventhub::{EventBatchError, ingest_event_batch_sliced};
 use crate::ingest::redrive::{RedriveFilter, redrive};
 use crate::ingest::sweep::{SweepOptions, sweep_container};
 use crate::ingest::{BlobReadOptions, IngestError, ingest_blob};
 use crate::pipeline::{BatchReport, BatchStats, PipelineError};
-use crate::sink::Lake;
+use crate::sink::{Lake, with_linger};
 use crate::source::blob::{BlobError, BlobRef, BlobStores};
 use protocol::{Invocation, InvocationResponse, ProtocolError, decode_event_hub, structured, text};
 pub use settings::HandlerSettings;
@@ -37,15 +37,19 @@ pub struct AppState {
     pub lake: Lake,
     pub blobs: BlobStores,
     pub settings: HandlerSettings,
+    /// Room for Event Hub request bodies, in KiB (`XDR_MAX_INFLIGHT_BYTES`).
+    inflight: tokio::sync::Semaphore,
 }
 
 impl AppState {
     pub fn new(settings: HandlerSettings) -> anyhow::Result<Arc<AppState>> {
         let lake = Lake::open(&settings.lake, settings.lake_settings())?;
         let blobs = BlobStores::new(settings.blob_options.clone(), &settings.endpoint_suffix);
+        let kib = (settings.max_inflight_bytes / 1024) as usize;
         Ok(Arc::new(AppState {
             lake,
             blobs,
+            inflight: tokio::sync::Semaphore::new(kib),
             settings,
         }))
     }
@@ -56,13 +60,52 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         // the host's readiness probe and pings: any answer will do, at once
         .route("/", get(|| async { "xdr-ingest ready" }))
-        .route("/EventHubIngest", post(event_hub))
+        // No size limit here: a 413 would be redelivered by the host forever. Memory is
+        // bounded by the in-flight gate and by building large batches in slices instead.
+        .route(
+            "/EventHubIngest",
+            post(event_hub).layer(DefaultBodyLimit::disable()).layer(
+                axum::middleware::from_fn_with_state(state.clone(), inflight_gate),
+            ),
+        )
         .route("/BlobIngest", post(blob_ingest))
         .route("/BlobSweep", post(blob_sweep))
         .route("/Replay", post(replay))
         .route("/Maintenance", post(maintenance))
         .layer(body_limit)
         .with_state(state)
+}
+
+/// Holds an Event Hub request until its body fits in `XDR_MAX_INFLIGHT_BYTES` beside the
+/// others in flight (by its Content-Length; a quarter of the room without one; all of it for
+/// one larger than the room), so that several partitions' large batches at once queue here
+/// instead of exhausting the instance's memory. The host waits; nothing is refused.
+async fn inflight_gate(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let room = (st.settings.max_inflight_bytes / 1024) as u32;
+    let want = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|len| len.div_ceil(1024).min(room as u64) as u32)
+        .unwrap_or(room / 4)
+        .max(1);
+    let waited = Instant::now();
+    let Ok(_permit) = st.inflight.acquire_many(want).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    };
+    if waited.elapsed().as_secs() >= 1 {
+        tracing::info!(
+            kib = want,
+            waited_ms = waited.elapsed().as_millis() as u64,
+            "Event Hub request waited for room (XDR_MAX_INFLIGHT_BYTES)"
+        );
+    }
+    next.run(req).await
 }
 
 /// Serves until the process is stopped.
@@ -205,7 +248,11 @@ fn summarize(function: &str, id: &str, what: &str, r: Counts<'_>, started: Insta
     )
 }
 
-async fn event_hub(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn event_hub(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    mut body: Bytes,
+) -> Response {
     let id = invocation_id(&headers);
     let started = Instant::now();
     let r = async {
@@ -215,6 +262,9 @@ async fn event_hub(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
             &st.settings.eventhub_binding,
             st.settings.eventhub_data_type,
         )?;
+        // the events are decoded (owned): the request's bytes can go
+        drop(inv);
+        body = Bytes::new();
         let units: Vec<Unit> = batch
             .events
             .iter()
@@ -225,17 +275,26 @@ async fn event_hub(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
                 enqueued_at: e.enqueued_at,
             })
             .collect();
-        let o = ingest_event_batch(&st.lake, &batch.source, &units, &st.settings.pipeline)
-            .await
-            .map_err(|e| match e {
-                EventBatchError::Positions(msg) => {
-                    InvocationError::Protocol(ProtocolError::Malformed {
-                        field: "Metadata.SequenceNumberArray".into(),
-                        msg,
-                    })
-                }
-                EventBatchError::Pipeline(p) => p.into(),
-            })?;
+        let o = with_linger(
+            st.settings.commit_linger,
+            ingest_event_batch_sliced(
+                &st.lake,
+                &batch.source,
+                &units,
+                &st.settings.pipeline,
+                st.settings.eventhub_slice_bytes,
+            ),
+        )
+        .await
+        .map_err(|e| match e {
+            EventBatchError::Positions(msg) => {
+                InvocationError::Protocol(ProtocolError::Malformed {
+                    field: "Metadata.SequenceNumberArray".into(),
+                    msg,
+                })
+            }
+            EventBatchError::Pipeline(p) => p.into(),
+        })?;
         let what = match (batch.events.first(), batch.events.last()) {
             (Some(a), Some(b)) => format!(
                 "{} seq {}-{} ({} events)",

@@ -18,6 +18,13 @@ use crate::source::blob::{BlobRef, DEFAULT_ENDPOINT_SUFFIX, UrlPolicy};
 /// 100 ordinary Defender events).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
 
+/// Default of `XDR_COMMIT_LINGER_MS`: 5 s. The host does the long wait (`host.json`:
+/// `minEventBatchSize`, `maxWaitTime`), which is not billed; the linger, which is (an
+/// execution waiting is an execution), only has to gather the partitions' batches that the
+/// host dispatches at about the same time. Partitions that shared a commit return together,
+/// so their next batches fill and arrive together: they stay aligned (docs/cost-and-scale.md).
+pub const DEFAULT_COMMIT_LINGER_MS: u64 = 5_000;
+
 /// Characters escaped in a blob URL's path segment (`=` and `.` stay as Defender writes them).
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
@@ -90,6 +97,21 @@ pub struct HandlerSettings {
     /// value below the safe floor).
     pub vacuum: crate::sink::maintain::VacuumRetention,
     pub pipeline: PipelineConfig,
+    /// `XDR_COMMIT_LINGER_MS`: how long an Event Hub invocation's appends wait for the other
+    /// partitions' to share each table's commit (group commit). The main lever on the Event
+    /// Hub path's storage requests: an instance commits each table about once per linger,
+    /// whatever the host's batch sizes (docs/cost-and-scale.md).
+    pub commit_linger: std::time::Duration,
+    /// `XDR_COMMIT_LINGER_BYTES`: queued bytes (Arrow memory) that end a linger early.
+    pub commit_linger_bytes: u64,
+    /// `XDR_EVENTHUB_SLICE_BYTES`: an Event Hub batch larger than this is built and committed
+    /// in slices of about this many event bytes, one after another, so that its memory stays
+    /// bounded whatever the host sends.
+    pub eventhub_slice_bytes: usize,
+    /// `XDR_MAX_INFLIGHT_BYTES`: Event Hub request bytes held at once; a request waits for
+    /// room before its body is read (one larger than this runs alone). Event Hub requests
+    /// have no size limit: a 413 would be redelivered by the host forever.
+    pub max_inflight_bytes: u64,
     /// `XDR_EVENTHUB_DATA_TYPE`: `string` (default) or `binary`, as the Event Hub trigger's
     /// `dataType` in EventHubIngest/function.json (the two must agree).
     pub eventhub_data_type: EventDataType,
@@ -352,6 +374,26 @@ impl HandlerSettings {
                     None => true,
                 },
             },
+            commit_linger: std::time::Duration::from_millis(num(
+                "XDR_COMMIT_LINGER_MS",
+                &limits::COMMIT_LINGER_MS,
+                DEFAULT_COMMIT_LINGER_MS,
+            )?),
+            commit_linger_bytes: num(
+                "XDR_COMMIT_LINGER_BYTES",
+                &limits::COMMIT_LINGER_BYTES,
+                256 << 20,
+            )?,
+            eventhub_slice_bytes: num(
+                "XDR_EVENTHUB_SLICE_BYTES",
+                &limits::EVENTHUB_SLICE_BYTES,
+                64 << 20,
+            )? as usize,
+            max_inflight_bytes: num(
+                "XDR_MAX_INFLIGHT_BYTES",
+                &limits::MAX_INFLIGHT_BYTES,
+                768 << 20,
+            )?,
             eventhub_data_type: match var("XDR_EVENTHUB_DATA_TYPE") {
                 None => EventDataType::default(),
                 Some(v) => v.parse().map_err(|e: String| {
@@ -372,6 +414,7 @@ impl HandlerSettings {
         LakeSettings {
             checkpoint_on_commit: false,
             storage_options: self.lake_options.clone(),
+            linger_bytes: self.commit_linger_bytes,
             ..Default::default()
         }
     }

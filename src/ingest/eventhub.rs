@@ -137,3 +137,62 @@ pub async fn ingest_event_batch(
         report,
     })
 }
+
+/// [`ingest_event_batch`] for a batch of any size: one larger than `slice_bytes` (event
+/// bytes) is ingested in slices of consecutive events, one after another, each checked,
+/// built and committed on its own (each slice's positions follow the last, so the watermark
+/// protocol keeps it exact), so memory follows the slice, not the batch. The outcome is the
+/// whole batch's: counts added up, the first slice's gap, redeliveries over all slices.
+pub async fn ingest_event_batch_sliced(
+    lake: &Lake,
+    partition: &SourceId,
+    units: &[Unit<'_>],
+    cfg: &PipelineConfig,
+    slice_bytes: usize,
+) -> Result<EventBatchOutcome, EventBatchError> {
+    let mut slices = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, u) in units.iter().enumerate() {
+        if i > start && bytes + u.full_len > slice_bytes {
+            slices.push(&units[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += u.full_len;
+    }
+    slices.push(&units[start..]);
+    if slices.len() > 1 {
+        tracing::info!(
+            source = %partition, events = units.len(), slices = slices.len(), slice_bytes,
+            "Event Hub batch larger than XDR_EVENTHUB_SLICE_BYTES: ingested in slices"
+        );
+    }
+    let mut total: Option<EventBatchOutcome> = None;
+    for slice in slices {
+        let o = ingest_event_batch(lake, partition, slice, cfg).await?;
+        total = Some(match total {
+            None => o,
+            Some(mut t) => {
+                t.report.stats.add(&o.report.stats);
+                for (name, a) in o.report.commit.tables {
+                    let e = t.report.commit.tables.entry(name).or_default();
+                    e.written += a.written;
+                    e.already_present += a.already_present;
+                    e.redone += a.redone;
+                    e.version = a.version.or(e.version);
+                }
+                t.report.build_ms += o.report.build_ms;
+                t.report.commit_ms += o.report.commit_ms;
+                let c = &mut t.continuity;
+                c.redelivered = match (c.redelivered, o.continuity.redelivered) {
+                    (Some((a, _, n)), Some((_, b, m))) => Some((a, b, n + m)),
+                    (x, y) => x.or(y),
+                };
+                c.restarted_after = c.restarted_after.or(o.continuity.restarted_after);
+                c.epoch = o.continuity.epoch;
+                t.source = o.source;
+                t
+            }
+        });
+    }
+    total.ok_or_else(|| EventBatchError::Positions("no slices".into()))
+}

@@ -17,7 +17,7 @@ use deltalake::{DeltaTableError, ObjectStore};
 use url::Url;
 
 pub(crate) use table::write_one_partition;
-pub use table::{AppendOutcome, TableHandle, writer_properties};
+pub use table::{AppendOutcome, TableHandle, with_linger, writer_properties};
 
 use crate::model::Category;
 use crate::registry::{DEAD_LETTER_TABLE, dead_letter_schema, meta, untyped_schema};
@@ -77,7 +77,8 @@ pub struct LakeSettings {
     /// Commit attempts on version races with writers of other sources.
     pub commit_retries: usize,
     /// Group commit's linger: how long a table's committer waits for appends of other
-    /// sources to join its commit (0: commit at once, as the CLI does).
+    /// sources to join its commit (0: commit at once, as the CLI does); [`with_linger`]
+    /// sets it for the appends of one task (the handler's Event Hub invocations).
     pub linger: std::time::Duration,
     /// The linger ends early once the queued appends hold this many bytes.
     pub linger_bytes: u64,

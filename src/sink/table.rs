@@ -74,6 +74,17 @@ const MAX_GROUP: usize = 64;
 /// it (an idle table), the next refresh lists the log once.
 const HEAD_TRUST: Duration = Duration::from_secs(15 * 60);
 
+tokio::task_local! {
+    static LINGER: Duration;
+}
+
+/// Runs `f` with the appends it makes lingering up to `linger` for others to join their
+/// commits (the Event Hub path of the handler); elsewhere appends take
+/// [`LakeSettings::linger`].
+pub async fn with_linger<F: std::future::Future>(linger: Duration, f: F) -> F::Output {
+    LINGER.scope(linger, f).await
+}
+
 async fn append_slot() -> Result<tokio::sync::SemaphorePermit<'static>, SinkError> {
     APPEND_SLOTS
         .acquire()
@@ -106,6 +117,8 @@ struct Pending {
     /// Memory its batches hold, for the linger's size bound.
     bytes: u64,
     queued_at: Instant,
+    /// How long it may wait for others to join its commit.
+    linger: Duration,
     reply: tokio::sync::oneshot::Sender<Result<AppendOutcome, SinkError>>,
 }
 
@@ -663,6 +676,7 @@ impl TableHandle {
                 .map(|b| b.get_array_memory_size() as u64)
                 .sum(),
             queued_at: Instant::now(),
+            linger: LINGER.try_with(|l| *l).unwrap_or(self.settings.linger),
             reply,
         });
         self.arrived.notify_one();
@@ -702,27 +716,23 @@ impl TableHandle {
         }
     }
 
-    /// The group commit's linger: the leader waits for more appends to join the commit, up
-    /// to [`LakeSettings::linger`] after the oldest queued one arrived, or until the queue
-    /// holds [`LakeSettings::linger_bytes`] or [`MAX_GROUP`] appends. An instance serving
-    /// several Event Hub partitions thus commits each table about once per linger, whatever
-    /// the host's batch sizes; every caller still returns only once its rows are committed.
+    /// The group commit's linger: the leader waits for more appends to join the commit,
+    /// until the linger of a queued append (its [`with_linger`], else
+    /// [`LakeSettings::linger`]) has passed since it arrived, or until the queue holds
+    /// [`LakeSettings::linger_bytes`] or [`MAX_GROUP`] appends. An instance serving several
+    /// Event Hub partitions thus commits each table about once per linger, whatever the
+    /// host's batch sizes; every caller still returns only once its rows are committed.
     async fn linger(&self) {
-        let linger = self.settings.linger;
-        if linger.is_zero() {
-            return;
-        }
         loop {
-            let (oldest, bytes, n) = {
+            let (deadline, bytes, n) = {
                 let q = self.queue_lock();
                 (
-                    q.front().map(|p| p.queued_at),
+                    q.iter().map(|p| p.queued_at + p.linger).min(),
                     q.iter().map(|p| p.bytes).sum::<u64>(),
                     q.len(),
                 )
             };
-            let Some(oldest) = oldest else { return };
-            let deadline = oldest + linger;
+            let Some(deadline) = deadline else { return };
             if bytes >= self.settings.linger_bytes || n >= MAX_GROUP || Instant::now() >= deadline {
                 return;
             }
