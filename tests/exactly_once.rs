@@ -672,3 +672,79 @@ async fn lingering_group_commits_keep_redeliveries_exact() {
         dpe.version
     );
 }
+
+/// The handler's Event Hub path with group commit's linger: four partitions' batches at once
+/// share each table's commit (and `_ingest_runs`'), and a crash at any of those commits
+/// (before it lands, or after it landed unheard) heals when the host redelivers every batch
+/// to a new process with other boundaries: every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_shared_commit_heals_on_redelivery() {
+    use std::time::Duration;
+    use xdr_ingest::ingest::eventhub::ingest_event_batch;
+    use xdr_ingest::sink::with_linger;
+    let dir = tempfile::tempdir().unwrap();
+    let evs = events(24);
+    let partitions = 4;
+    // each partition delivers its events in two batches, all partitions at once
+    async fn deliver_all(lake: Arc<Lake>, evs: Vec<(i64, String)>, parts: usize, batch: usize) {
+        let mut tasks = Vec::new();
+        for p in 0..parts {
+            let lake = lake.clone();
+            let evs = evs.clone();
+            tasks.push(tokio::spawn(async move {
+                let source = SourceId::event_hub("ns", "hub", &p.to_string());
+                for w in evs.chunks(batch) {
+                    let units: Vec<Unit> = w
+                        .iter()
+                        .map(|(seq, body)| Unit {
+                            enqueued_at: Some(1_700_000_000_000_000 + seq),
+                            ..Unit::new(body.as_bytes(), *seq)
+                        })
+                        .collect();
+                    with_linger(
+                        Duration::from_millis(100),
+                        ingest_event_batch(&lake, &source, &units, &PipelineConfig::default()),
+                    )
+                    .await?;
+                }
+                Ok::<_, xdr_ingest::ingest::eventhub::EventBatchError>(())
+            }));
+        }
+        let mut failed = None;
+        for t in tasks {
+            if let Err(e) = t.await.unwrap() {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            panic!("{e}");
+        }
+    }
+    let clean = dir.path().join("clean");
+    let (lake, store) = failing_lake(&clean, usize::MAX, FailMode::Before);
+    deliver_all(Arc::new(lake), evs.clone(), partitions, 12).await;
+    let commits = store.commits.load(Ordering::SeqCst);
+    let want = non_meta(&lake_rows(&local_lake(&clean)).await);
+    assert_eq!(
+        want.values().sum::<u64>(),
+        partitions as u64 * total_records(&evs)
+    );
+    for mode in [FailMode::Before, FailMode::After] {
+        for k in 1..=commits {
+            let lake_dir = dir.path().join(format!("eh-{mode:?}-{k}"));
+            let (lake, _) = failing_lake(&lake_dir, k, mode);
+            let lake = Arc::new(lake);
+            // the first delivery may fail (the host retries it): run it in a task of its own
+            let _ = tokio::spawn(deliver_all(lake, evs.clone(), partitions, 12)).await;
+            // the host redelivers to a new process, with other boundaries
+            let lake = Arc::new(local_lake(&lake_dir));
+            deliver_all(lake.clone(), evs.clone(), partitions, 7).await;
+            assert_eq!(
+                non_meta(&lake_rows(&lake).await),
+                want,
+                "{mode:?} k={k} of {commits}"
+            );
+            assert_no_duplicates(&lake).await;
+        }
+    }
+}

@@ -138,15 +138,50 @@ pub fn decode_event_hub(
     let raw = inv
         .data(binding)
         .ok_or_else(|| ProtocolError::Missing(format!("Data.{binding}")))?;
-    let bodies = match structured(&format!("Data.{binding}"), raw)? {
-        Value::Array(a) => a,
-        _ => {
-            return Err(malformed(
-                &format!("Data.{binding}"),
-                "expected an array of events",
-            ));
-        }
+    let bodies = events_array(binding, structured(&format!("Data.{binding}"), raw)?)?;
+    decode_bodies(inv, bodies, binding, data_type)
+}
+
+/// [`decode_event_hub`] that takes the invocation apart: the events' text is freed as soon as
+/// it is parsed, so a large batch is held twice at most while it is decoded, not three times
+/// (the request body should be dropped once [`Invocation::parse`] returned).
+pub fn decode_event_hub_owned(
+    mut inv: Invocation,
+    binding: &str,
+    data_type: EventDataType,
+) -> Result<EventHubBatch, ProtocolError> {
+    let key = inv
+        .data
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case(binding) && !v.is_null())
+        .map(|(k, _)| k.clone())
+        .ok_or_else(|| ProtocolError::Missing(format!("Data.{binding}")))?;
+    let raw = inv.data.remove(&key).unwrap_or_default();
+    let parsed = match raw {
+        Value::String(text) => serde_json::from_str(&text)
+            .map_err(|e| malformed(&format!("Data.{binding}"), format!("not JSON text: {e}")))?,
+        other => other,
     };
+    let bodies = events_array(binding, parsed)?;
+    decode_bodies(&inv, bodies, binding, data_type)
+}
+
+fn events_array(binding: &str, v: Value) -> Result<Vec<Value>, ProtocolError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        _ => Err(malformed(
+            &format!("Data.{binding}"),
+            "expected an array of events",
+        )),
+    }
+}
+
+fn decode_bodies(
+    inv: &Invocation,
+    bodies: Vec<Value>,
+    binding: &str,
+    data_type: EventDataType,
+) -> Result<EventHubBatch, ProtocolError> {
     let ctx_raw = inv
         .meta("PartitionContext")
         .ok_or_else(|| ProtocolError::Missing("Metadata.PartitionContext".into()))?;

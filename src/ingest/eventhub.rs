@@ -166,9 +166,26 @@ pub async fn ingest_event_batch_sliced(
             "Event Hub batch larger than XDR_EVENTHUB_SLICE_BYTES: ingested in slices"
         );
     }
+    let large = units.iter().map(|u| u.full_len).sum::<usize>() >= (16 << 20);
     let mut total: Option<EventBatchOutcome> = None;
-    for slice in slices {
-        let o = ingest_event_batch(lake, partition, slice, cfg).await?;
+    let n = slices.len();
+    for (i, slice) in slices.into_iter().enumerate() {
+        // a slice carries enough rows to be worth its own commits: only the last lingers
+        let o = if i + 1 < n {
+            crate::sink::with_linger(
+                std::time::Duration::ZERO,
+                ingest_event_batch(lake, partition, slice, cfg),
+            )
+            .await
+        } else {
+            ingest_event_batch(lake, partition, slice, cfg).await
+        };
+        if large {
+            // a large batch's buffers are free now: hand them back before the next request
+            // (the allocator would keep them, and the next large request would add to them)
+            crate::mem::release_free_memory();
+        }
+        let o = o?;
         total = Some(match total {
             None => o,
             Some(mut t) => {
